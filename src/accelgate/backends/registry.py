@@ -1,0 +1,96 @@
+"""The backend axis: one frozen `BackendSpec` per acceleration.
+
+Every backend, built-in or a user's `factory = "module:function"`, is applied the same way:
+`apply(pipe, **options)` on a freshly loaded pipeline, returning the pipeline to use. What a
+backend cannot serve is declared (`serves`) so the matrix leaves it out as n/a; what it needs
+(CUDA, a package) is declared (`needs_cuda`, `packages`) so a missing piece is a skip that
+says what to install, never a crash.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+from dataclasses import dataclass, field
+from typing import Any, Callable, ContextManager, Mapping
+
+from accelgate.models.registry import ModelSpec, frozen_mapping
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A package a backend imports, and the pip line that provides it."""
+
+    module: str
+    install: str
+
+    def missing(self) -> bool:
+        try:
+            return importlib.util.find_spec(self.module) is None
+        except (ImportError, ValueError):
+            return True
+
+
+def _serves_all(model: ModelSpec) -> str | None:
+    return None
+
+
+def _no_context(pipe: Any) -> ContextManager[None]:
+    return contextlib.nullcontext()
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """One acceleration.
+
+    - `apply(pipe, **options) -> pipe`: applied to a freshly loaded pipeline on its device.
+    - `options`: defaults, overridden key by key by `[tool.accelgate.backends.<name>]`.
+    - `serves(model) -> str | None`: None if the backend can serve the model, else the
+      n/a reason shown in the report ("needs a UNet").
+    - `call_context(pipe)`: entered around every pipeline call (cache hooks reset state here).
+    - `needs_cuda`, `packages`: what must be present, else the case is skipped with a reason.
+    """
+
+    name: str
+    apply: Callable[..., Any]
+    description: str = ""
+    options: Mapping[str, Any] = field(default_factory=frozen_mapping)
+    needs_cuda: bool = False
+    packages: tuple[Requirement, ...] = ()
+    serves: Callable[[ModelSpec], str | None] = field(default=_serves_all, compare=False)
+    call_context: Callable[[Any], ContextManager[Any]] = field(default=_no_context, compare=False)
+    lossy: bool = False  # documentation: a lossy backend needs an explicit, reasoned tolerance
+    user: bool = False  # declared in a config file through `factory`
+
+    def skip_reason(self, device: str) -> str | None:
+        """Why this backend cannot run here, phrased as what to do; None when it can."""
+        if self.needs_cuda and not device.startswith("cuda"):
+            return f"backend {self.name!r} needs a CUDA device (running on {device}); run on a GPU machine with --device cuda"
+        missing = [r for r in self.packages if r.missing()]
+        if missing:
+            what = "; ".join(f"{r.module} ({r.install})" for r in missing)
+            return f"backend {self.name!r} needs missing package(s): {what}"
+        return None
+
+    def with_options(self, options: Mapping[str, Any]) -> "BackendSpec":
+        from dataclasses import replace
+
+        merged = dict(self.options)
+        merged.update(options)
+        return replace(self, options=frozen_mapping(merged))
+
+
+BACKENDS: dict[str, BackendSpec] = {}
+
+
+def register(spec: BackendSpec) -> BackendSpec:
+    if spec.name in BACKENDS:
+        raise ValueError(f"backend {spec.name!r} is registered twice")
+    BACKENDS[spec.name] = spec
+    return spec
+
+
+def get_backend(name: str) -> BackendSpec:
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise KeyError(f"unknown backend {name!r}; known backends: {', '.join(sorted(BACKENDS))}") from None

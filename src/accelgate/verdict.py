@@ -1,0 +1,171 @@
+"""The one compare-and-judge function every kind of check goes through.
+
+A `Check` is one metric against one threshold with a direction; `judge` turns a list of
+them into a `Verdict` whose message lists every metric with value, threshold and
+direction, says which failed, and points at the images. Per-image gates and distribution
+gates both end here, so a report row always reads the same way.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+OUTCOMES = ("passed", "failed", "error", "skipped")
+
+
+@dataclass(frozen=True)
+class Check:
+    metric: str
+    value: float
+    threshold: float | None
+    higher_is_better: bool
+    reason: str = ""  # why the threshold was loosened, when it was
+    ci: tuple[float, float] | None = None  # a confidence interval, for distribution checks
+    note: str = ""
+
+    @property
+    def op(self) -> str:
+        if self.threshold is None:
+            return "info"
+        return ">=" if self.higher_is_better else "<="
+
+    @property
+    def passed(self) -> bool:
+        if self.threshold is None:
+            return True
+        if math.isnan(self.value):
+            return False
+        return self.value >= self.threshold if self.higher_is_better else self.value <= self.threshold
+
+    def line(self) -> str:
+        direction = "higher is better" if self.higher_is_better else "lower is better"
+        value = _fmt(self.value)
+        if self.ci is not None:
+            value += f" (95% CI {_fmt(self.ci[0])}..{_fmt(self.ci[1])})"
+        if self.threshold is None:
+            return f"  {self.metric:<12} {value:<14} (reported, not gated; {direction})"
+        mark = "ok  " if self.passed else "FAIL"
+        text = f"  {mark} {self.metric:<12} {value:<14} {self.op} {_fmt(self.threshold)}  ({direction})"
+        if self.reason:
+            text += f"  [loosened: {self.reason}]"
+        if self.note:
+            text += f"  {self.note}"
+        return text
+
+    def as_json(self) -> dict[str, Any]:
+        data = {"value": _json_number(self.value), "threshold": self.threshold, "op": self.op, "passed": self.passed}
+        if self.reason:
+            data["loosened_because"] = self.reason
+        if self.ci is not None:
+            data["ci"] = [_json_number(v) for v in self.ci]
+        if self.note:
+            data["note"] = self.note
+        return data
+
+
+def _fmt(value: float) -> str:
+    if value is None:
+        return "-"
+    if math.isinf(value):
+        return "inf"
+    return f"{value:.4f}" if abs(value) < 1000 else f"{value:.1f}"
+
+
+def _json_number(value: float) -> float | str:
+    """JSON has no infinity: identical images have PSNR 'inf', written as the string."""
+    if value is None or math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return round(value, 6)
+
+
+@dataclass
+class ImageRecord:
+    prompt: str
+    seed: int
+    candidate: str = ""
+    baseline: str = ""
+    diff: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["metrics"] = {k: _json_number(v) for k, v in self.metrics.items()}
+        return data
+
+
+@dataclass
+class Verdict:
+    case_id: str
+    model: str
+    backend: str
+    resolution: tuple[int, int]
+    outcome: str
+    reason: str = ""
+    checks: list[Check] = field(default_factory=list)
+    images: list[ImageRecord] = field(default_factory=list)
+    timing: dict[str, float] = field(default_factory=dict)
+    reference: bool = False
+    kind: str = "pairwise"
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome == "passed"
+
+    @property
+    def message(self) -> str:
+        title = f"{self.case_id}: {self.outcome.upper()}"
+        if self.reason:
+            title += f" - {self.reason}"
+        lines = [title]
+        lines += [check.line() for check in self.checks]
+        failing = [i for i in self.images if i.diff]
+        for image in failing[:4]:
+            lines.append(f"  image {image.prompt[:50]!r} (seed {image.seed}):")
+            lines.append(f"    candidate {image.candidate}\n    baseline  {image.baseline}\n    diff      {image.diff}")
+        return "\n".join(lines)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.case_id,
+            "model": self.model,
+            "backend": self.backend,
+            "resolution": list(self.resolution),
+            "reference": self.reference,
+            "kind": self.kind,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "metrics": {c.metric: c.as_json() for c in self.checks},
+            "images": [i.as_json() for i in self.images],
+            "timing": {k: round(v, 4) for k, v in self.timing.items()},
+        }
+
+
+def judge(case, checks: list[Check], images: list[ImageRecord] | None = None,
+          timing: dict[str, float] | None = None, kind: str = "pairwise") -> Verdict:
+    """Turn checks into a verdict; the eager-vs-baseline case is named the reference drift check."""
+    failed = [c for c in checks if not c.passed]
+    if not failed:
+        outcome, reason = "passed", ""
+    else:
+        names = ", ".join(f"{c.metric} {_fmt(c.value)} {'<' if c.higher_is_better else '>'} {_fmt(c.threshold)}"
+                          for c in failed)
+        outcome = "failed"
+        if case.reference:
+            reason = (f"reference drift: the reference backend no longer reproduces its stored baseline ({names}). "
+                      "torch/diffusers, the hardware or the thread count changed, or the baseline is stale; every "
+                      f"backend verdict for {case.model.id} is unreliable until this is understood")
+        else:
+            reason = f"quality dropped vs the baseline: {names}"
+    return Verdict(case.id, case.model.id, case.backend.name, case.resolution, outcome, reason, checks,
+                   images or [], timing or {}, case.reference, kind)
+
+
+def problem(case, outcome: str, reason: str, timing: dict[str, float] | None = None) -> Verdict:
+    """A verdict with no metrics: an error, a skip, a stale or degenerate result."""
+    if outcome not in OUTCOMES:
+        raise ValueError(f"outcome {outcome!r} not in {OUTCOMES}")
+    return Verdict(case.id, case.model.id, case.backend.name, case.resolution, outcome, reason,
+                   timing=timing or {}, reference=case.reference)
