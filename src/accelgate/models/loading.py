@@ -1,0 +1,159 @@
+"""Load a catalog model as a diffusers pipeline, through the real `from_pretrained` path.
+
+Tiny models are built once per recipe and software versions, written with
+`save_pretrained` into a cache directory (atomically: built beside, then renamed) and loaded
+back with `from_pretrained`, so the loading code a real checkpoint goes through is the code
+under test. Real models load strictly offline from the Hugging Face cache or a local path;
+when they are absent, `check_available` says what to fetch and where it must go, without
+loading anything.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from accelgate.models.registry import ModelSpec
+
+DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
+
+
+class ModelUnavailable(Exception):
+    """A model's weights are not on this machine; the message says how to provide them."""
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("ACCELGATE_CACHE", Path.home() / ".cache" / "accelgate")).expanduser()
+
+
+def _tiny_dir(spec: ModelSpec, cache_dir: Path | None) -> Path:
+    """One directory per recipe and software versions: an upgrade builds afresh (and the
+    model hash then tells whether the weights really changed)."""
+    import diffusers
+    import torch
+
+    from accelgate.models.tiny import RECIPE_VERSION
+
+    key = f"{spec.id}-r{RECIPE_VERSION}-torch{torch.__version__}-diffusers{diffusers.__version__}"
+    return Path(cache_dir or cache_root() / "tiny") / re.sub(r"[^A-Za-z0-9_.-]+", "_", key)
+
+
+def ensure_tiny_built(spec: ModelSpec, cache_dir: Path | None = None) -> Path:
+    target = _tiny_dir(spec, cache_dir)
+    if (target / "model_index.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        spec.builder().save_pretrained(staging, safe_serialization=True)
+        try:
+            staging.rename(target)
+        except OSError:  # another process finished the same build first: keep theirs
+            shutil.rmtree(staging, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def _how_to_fetch(spec: ModelSpec) -> str:
+    from huggingface_hub import constants
+
+    variant = f" (variant {spec.variant})" if spec.variant else ""
+    return (f"on a connected machine run `huggingface-cli download {spec.repo_id}`{variant} with the same HF_HOME / "
+            f"HF_HUB_CACHE as here (now {constants.HF_HUB_CACHE}), or put a local copy somewhere and set "
+            f"path = \"/path/to/{spec.repo_id.split('/')[-1]}\" under [tool.accelgate.model.{spec.id}]")
+
+
+def check_available(spec: ModelSpec, path: str | None = None) -> str | None:
+    """Why `spec` cannot be loaded offline here (a skip reason), or None. Loads nothing."""
+    if spec.source == "tiny":
+        return None
+    if path:
+        if (Path(path).expanduser() / "model_index.json").is_file():
+            return None
+        return (f"{spec.id}: the configured path {path} has no model_index.json; point path at a diffusers "
+                f"pipeline directory (save_pretrained layout), or {_how_to_fetch(spec)}")
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(spec.repo_id, "model_index.json")
+    if isinstance(found, str):
+        return None
+    return f"{spec.id}: weights of {spec.repo_id} are not in the Hugging Face cache; {_how_to_fetch(spec)}"
+
+
+def load_pipeline(spec: ModelSpec, device: str, dtype: str | None = None, path: str | None = None,
+                  cache_dir: Path | None = None):
+    """A freshly loaded pipeline on `device`, progress bars off, scheduler as the spec says."""
+    import diffusers
+    import torch
+
+    dtype_name = dtype or spec.dtype
+    torch_dtype = getattr(torch, DTYPES[dtype_name])
+    pipeline_class = getattr(diffusers, spec.pipeline_class, None)
+    if pipeline_class is None:
+        raise ModelUnavailable(f"{spec.id}: diffusers {diffusers.__version__} has no pipeline class "
+                               f"{spec.pipeline_class!r}; upgrade diffusers")
+    if spec.source == "tiny":
+        pipe = pipeline_class.from_pretrained(ensure_tiny_built(spec, cache_dir), torch_dtype=torch_dtype)
+    else:
+        reason = check_available(spec, path)
+        if reason:
+            raise ModelUnavailable(reason)
+        kwargs: dict[str, Any] = {"torch_dtype": torch_dtype, "local_files_only": True}
+        if spec.variant:
+            kwargs["variant"] = spec.variant
+        pipe = pipeline_class.from_pretrained(str(Path(path).expanduser()) if path else spec.repo_id, **kwargs)
+    if spec.scheduler:
+        scheduler_class = getattr(diffusers, spec.scheduler, None)
+        if scheduler_class is None:
+            raise ValueError(f"{spec.id}: scheduler {spec.scheduler!r} is not a diffusers scheduler class")
+        pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def model_hash(pipe) -> str:
+    """sha256 over every component's weights (sorted keys, dtype, shape, bytes) and the
+    scheduler config: equal exactly when two pipelines compute the same thing."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name in sorted(pipe.components):
+        component = pipe.components[name]
+        if isinstance(component, torch.nn.Module):
+            for key, tensor in sorted(component.state_dict().items()):
+                data = tensor.detach().to("cpu").contiguous()
+                digest.update(f"{name}.{key}:{data.dtype}:{tuple(data.shape)}".encode())
+                digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif hasattr(component, "config") and name == "scheduler":
+            config = {k: v for k, v in dict(component.config).items() if not k.startswith("_")}
+            digest.update(json.dumps(config, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+def vae_scale_factor(pipe) -> int:
+    factor = getattr(pipe, "vae_scale_factor", None)
+    return int(factor) if factor else 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+
+
+def prepare_resolution(pipe, spec: ModelSpec, height: int, width: int) -> None:
+    """Check the model can make height x width, and set what it needs per resolution
+    (DiT has no height/width call argument: its sample size is set on the transformer)."""
+    scale = vae_scale_factor(pipe)
+    if spec.denoiser == "transformer":
+        multiple = scale * int(pipe.transformer.config.patch_size or 1)
+    else:
+        multiple = scale * 2 ** (len(pipe.unet.config.block_out_channels) - 1)
+    if height % multiple or width % multiple:
+        raise ValueError(f"{spec.id} cannot make {width}x{height}: width and height must be multiples of "
+                         f"{multiple} (VAE scale factor {scale} x the denoiser's downsampling)")
+    if spec.task == "class-conditional":
+        if height != width:
+            raise ValueError(f"{spec.id} ({spec.pipeline_class}) makes square images only, not {width}x{height}")
+        pipe.transformer.register_to_config(sample_size=height // scale)
