@@ -93,6 +93,10 @@ class AccelgateState:
 
 STATE = pytest.StashKey[AccelgateState]()
 
+# The speed (pytest-benchmark) and distribution-metric parts are plugins of their own,
+# loaded with this one so that their options exist before the command line is parsed.
+pytest_plugins = ["accelgate.plugin_speed", "accelgate.plugin_distribution"]
+
 
 def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
@@ -180,7 +184,7 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     write(f"device {run.device} (baselines: {run.store.device_class}); cases: "
           + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
           + f"; {len(state.matrix.not_applicable)} combinations n/a (see the report)")
-    drift = [v for v in run.results if v.reference and v.outcome == "failed"]
+    drift = [v for v in run.results if v.reference and v.outcome == "failed" and v.checks]
     for verdict in drift:
         write(f"REFERENCE DRIFT {verdict.case_id}: {verdict.reason.splitlines()[0]}", red=True)
     for model, why in sorted(run.stale_models.items()):

@@ -59,7 +59,7 @@ def test_mistyped_config_key_is_a_usage_error_naming_the_file(pytester, project)
     config = project(_config(extra="[model.tiny-dit]\nstpes = 3\n"))
     result = _run(pytester, config)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([f"*{config}*[model.tiny-dit]: unknown key 'stpes'*allowed keys*"])
+    result.stderr.fnmatch_lines([f"*{config}, ?model.tiny-dit?: unknown key 'stpes'; allowed keys: *steps*"])
 
 
 def test_missing_baseline_fails_with_the_exact_regen_command(pytester, project):
@@ -89,7 +89,7 @@ def test_regen_then_compare_then_report_twice_identically(pytester, project):
         case = data["cases"][0]
         assert case["model"] == "tiny-dit" and case["resolution"] == [32, 32]
         assert set(case["metrics"]) == {"ssim", "psnr", "max_abs", "color_shift"}
-        assert case["metrics"]["ssim"] == {"value": 1.0, "threshold": 0.995, "op": ">=", "passed": True}
+        assert {"value": 1.0, "threshold": 0.995, "op": ">=", "passed": True}.items() <= case["metrics"]["ssim"].items()
         image = case["images"][0]
         assert {"prompt", "seed", "candidate", "baseline", "diff", "metrics"} <= set(image)
         assert (out / image["candidate"]).is_file() and (out / image["diff"]).is_file()
@@ -135,10 +135,11 @@ def test_damaging_factory_backends_fail_with_reports_and_the_session_goes_on(pyt
     text = result.stdout.str()
     assert "tiny-dit/noise/32x32: FAILED - quality dropped vs the baseline: ssim" in text
     assert "tiny-dit/skip-steps/32x32: FAILED - quality dropped vs the baseline" in text
-    assert "color_shift" in text.split("tiny-dit/colour/32x32")[1].split("tiny-dit/")[0]
+    colour = text.split("tiny-dit/colour/32x32: FAILED")[1].split("image '")[0]
+    assert "FAIL color_shift" in colour and "ok   ssim" in colour  # SSIM is blind to the cast
     assert "degenerate output: image 0" in text and "NaN/Inf" in text
     assert "RuntimeError" in text and "this backend crashed" in text
-    assert "returned" in text and "not a diffusers pipeline" in text
+    assert "returned DiTTransformer2DModel" in text and "not a diffusers DiffusionPipeline" in text
     result.stdout.fnmatch_lines(["*candidate */images/tiny-dit/noise/32x32/00-candidate.png*",
                                  "*diff */images/tiny-dit/noise/32x32/00-diff.png*"])
 
@@ -186,8 +187,9 @@ def test_gpu_models_and_onediff_are_skipped_with_what_is_missing(pytester, proje
     config = project(_config(models='["tiny-dit", "sd15"]', backends='["eager", "onediff-oneflow", "onediff-nexfort"]'))
     result = _run(pytester, config, "-rs", "--resolutions", "32x32,512x512")
     result.stdout.fnmatch_lines([
+        "*onediff-oneflow' needs a CUDA device*pip install*",
+        "*onediff-nexfort' needs a CUDA device*pip install*",
         "*sd15 is a real model marked gpu and needs a CUDA device*--device cuda*",
-        "*onediff-oneflow* needs a CUDA device*",
     ])
     result = _run(pytester, config, "-m", "gpu", "--collect-only", "-q")
     result.stdout.fnmatch_lines(["*sd15/eager/512x512*"])

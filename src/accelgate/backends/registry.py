@@ -63,13 +63,13 @@ class BackendSpec:
 
     def skip_reason(self, device: str) -> str | None:
         """Why this backend cannot run here, phrased as what to do; None when it can."""
+        problems = []
         if self.needs_cuda and not device.startswith("cuda"):
-            return f"backend {self.name!r} needs a CUDA device (running on {device}); run on a GPU machine with --device cuda"
+            problems.append(f"a CUDA device (running on {device}; run on a GPU machine with --device cuda)")
         missing = [r for r in self.packages if r.missing()]
         if missing:
-            what = "; ".join(f"{r.module} ({r.install})" for r in missing)
-            return f"backend {self.name!r} needs missing package(s): {what}"
-        return None
+            problems.append("missing package(s) " + "; ".join(f"{r.module} ({r.install})" for r in missing))
+        return f"backend {self.name!r} needs " + " and ".join(problems) if problems else None
 
     def with_options(self, options: Mapping[str, Any]) -> "BackendSpec":
         from dataclasses import replace
