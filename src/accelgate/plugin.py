@@ -157,6 +157,26 @@ class QualityFixture:
         return verdict
 
 
+def _case_of(item: pytest.Item):
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("accelgate_case") if callspec else None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    """A per-image quality case skipped at setup (no CUDA, missing package or weights)
+    still appears in results.json and the summary, with its reason."""
+    report = yield
+    case = _case_of(item)
+    if case is not None and call.when == "setup" and report.skipped and item.get_closest_marker("quality") \
+            and not item.get_closest_marker("slow") and not item.get_closest_marker("benchmark"):
+        from accelgate.verdict import problem
+
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        state_of(item.config).run.results.append(problem(case, "skipped", reason.removeprefix("Skipped: ")))
+    return report
+
+
 @pytest.fixture(scope="session")
 def accelgate(request: pytest.FixtureRequest) -> QualityFixture:
     return QualityFixture(state_of(request.config))

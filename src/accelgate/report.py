@@ -50,14 +50,18 @@ def results_json(run, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     return data
 
 
+METRIC_FORMAT = {"ssim": "{:.4f}", "psnr": "{:.1f}", "max_abs": "{:.0f}", "color_shift": "{:.2f}"}
+
+
 def _cell(verdict: Verdict | None, metric: str, na_reason: str | None) -> str:
     if verdict is None:
         return "n/a" if na_reason else "-"
     for check in verdict.checks:
         if check.metric == metric:
-            text = _fmt(check.value)
+            text = _fmt(check.value) if check.value in (float("inf"), float("-inf")) else \
+                METRIC_FORMAT.get(metric, "{:.4f}").format(check.value)
             return text if check.passed else f"**{text}** ❌"
-    return "-"
+    return "skipped" if verdict.outcome == "skipped" else "-"
 
 
 def model_tables(run) -> list[str]:
@@ -67,7 +71,8 @@ def model_tables(run) -> list[str]:
     backends = [reference] + [b for b in backends if b != reference]
     by_key = {(v.model, v.backend, tuple(v.resolution)): v for v in run.results}
     na = {(n.model, n.backend, tuple(n.resolution)): n.reason for n in run.matrix.not_applicable}
-    keys = sorted({(v.model, tuple(v.resolution)) for v in run.results}, key=lambda k: (k[0], k[1]))
+    keys = sorted({(v.model, tuple(v.resolution)) for v in run.results if v.outcome != "skipped"},
+                  key=lambda k: (k[0], k[1]))
     sections = []
     for model, resolution in keys:
         shown = [b for b in backends if (model, b, resolution) in by_key or (model, b, resolution) in na]
@@ -115,7 +120,23 @@ def summary_markdown(run, extra_sections: list[str] | None = None) -> str:
         head.append("")
         head += [f"**{model}: weights changed since its baselines were written.** {why}"
                  for model, why in sorted(run.stale_models.items())]
-    return "\n".join(head) + "\n\n" + "\n\n".join(model_tables(run) + list(extra_sections or [])) + "\n"
+    return "\n".join(head) + "\n\n" + "\n\n".join(model_tables(run) + skipped_section(run)
+                                                  + list(extra_sections or [])) + "\n"
+
+
+def skipped_section(run) -> list[str]:
+    """Skipped cases grouped by reason: what to install or where to run to cover them."""
+    by_reason: dict[str, list[str]] = {}
+    for verdict in run.results:
+        if verdict.outcome == "skipped":
+            by_reason.setdefault(verdict.reason, []).append(verdict.case_id)
+    if not by_reason:
+        return []
+    lines = ["## Skipped", ""]
+    for reason, ids in sorted(by_reason.items(), key=lambda item: -len(item[1])):
+        shown = ", ".join(ids[:6]) + (f" and {len(ids) - 6} more" if len(ids) > 6 else "")
+        lines.append(f"- {len(ids)} case(s): {reason} ({shown})")
+    return ["\n".join(lines)]
 
 
 def write_report(run, directory: Path, extra_sections: list[str] | None = None,
