@@ -48,10 +48,8 @@ def test_denoiser_noise_and_skipped_steps_are_visible_but_channels_last_is_not(m
     skipped = _images(model_id, cache, example_backends.skip_steps)
     harmless = _images(model_id, cache, lambda p: get_backend("channels-last").apply(p))
     worst = lambda a, b: min(ssim(x, y) for x, y in zip(a, b))  # noqa: E731
-    # Measured: noise 0.71-0.98, skipped steps 0.36-0.69 except img2img (0.9994, see README).
     assert worst(noisy, clean) < 0.985
-    if get_model(model_id).task != "image-to-image":
-        assert worst(skipped, clean) < 0.9
+    assert worst(skipped, clean) < 0.95
     assert worst(harmless, clean) > 0.9999
 
 
