@@ -323,8 +323,24 @@ def build_config(raw: Mapping[str, Any], source: Path | None, root: Path) -> Con
         baseline_dir=baseline_dir if baseline_dir.is_absolute() else base / baseline_dir, threads=threads,
         models=tuple(models), model_paths=frozen_mapping(paths), backends=tuple(backends),
         tolerances=frozen_mapping(tolerances), loosenings=tuple(loosenings),
-        distribution=frozen_mapping(raw.get("distribution", {})), speed=frozen_mapping(raw.get("speed", {})),
+        distribution=frozen_mapping(_distribution_settings(raw.get("distribution", {}), _where(source, "distribution"))),
+        speed=frozen_mapping(_speed_settings(raw.get("speed", {}), _where(source, "speed"))),
     )
+
+
+def _distribution_settings(table: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    """`[distribution]` is validated by the distribution module, which owns its schema."""
+    from accelgate.distribution_config import validate_distribution_table
+
+    return validate_distribution_table(table, where)
+
+
+def _speed_settings(table: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    """`[speed]` is validated by the speed module, which owns its schema."""
+    from accelgate import speed
+
+    validate = getattr(speed, "validate_speed_table", None)
+    return validate(table, where) if validate else table
 
 
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N"

@@ -184,7 +184,7 @@ def accelgate(request: pytest.FixtureRequest) -> QualityFixture:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     state = session.config.stash.get(STATE, None)
-    if state is None or state.run.report_dir is None or not state.run.results:
+    if state is None or state.run.report_dir is None or not (state.run.results or state.extra_sections):
         return
     from accelgate.report import write_report
 

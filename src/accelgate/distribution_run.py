@@ -1,0 +1,341 @@
+"""The distribution gate: does an accelerated backend still make *equally good* images?
+
+Per-image SSIM says whether the pixels stayed the same; this asks whether the images are as
+good, over a prompt set. For one case it generates the set's images with the candidate
+backend and (once per model x resolution x prompt set per session, cached) with the
+reference backend, same prompts and seeds, and measures per prompt CLIP score, aesthetic
+score, HPS v2 (x100, as published tables), CLIP directional and image similarity (edit
+models), LPIPS and SSIM against the reference image of the same prompt and seed; and per set
+FID and KID against the reference set, FID/KID against a real image folder when configured
+(the seed-000 protocol), and the Inception Score.
+
+The gate is always a delta vs the reference backend, direction-aware (a higher HPS never
+fails), with tolerances from `[distribution.tolerances]`:
+- per-prompt metrics: `paired_noninferiority` (bootstrap CI of the mean paired difference)
+  and the point delta. Non-inferior -> pass; inferior (whole CI beyond the tolerance) ->
+  fail; **inconclusive** (the CI straddles it) -> fail when the mean delta itself is beyond
+  the tolerance, else pass with a `DistributionWarning`, and fail under `--strict-metrics`.
+  Why: "not shown to be fine" is not "shown to be worse". Failing it by default makes every
+  small prompt set a false alarm, passing it silently would hide a drop; so it passes loudly
+  (warning + report say how many prompts would settle it), and the nightly run, which has
+  hundreds of prompts and `--strict-metrics`, must show non-inferiority outright.
+- set metrics (one number per backend): `delta_gate` on the delta.
+- a statistic the set is too small for (FID/KID/IS on a few images) is not invented: the check
+  says why it is missing; a warning by default, a failure under `--strict-metrics`.
+Check values are deltas (candidate - reference); FID/KID vs the reference set and LPIPS are
+distances to the reference, hence their own delta. SSIM is reported here and gated per image.
+
+`metric_models = "random"` (and the CPU metric run) uses the offline random-weight models of
+metrics/offline.py, so every code path runs on a CPU; their values are labelled and gated with
+`random_tolerances`, measured on the tiny pipelines (their scales are their own). With "real",
+a missing weight skips the case with the weights module's reason (a failure under
+`--strict-metrics`) and a corrupt one fails it: never a silent fall-back to random weights.
+
+Layout: distribution_config (the `[distribution]` schema and the metric table),
+distribution_measure (metric models held once, measuring one backend's set), this module (the
+run: cases, reference cache, the gate, verdicts). No pytest here: plugin_distribution is the
+pytest side.
+"""
+from __future__ import annotations
+
+import gc
+import time
+import traceback
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from accelgate.distribution_config import (  # noqa: F401  (validate_distribution_table: config.py's entry point)
+    METRICS, MetricDef, check_names, metrics_for, parse_prompt_limit, tolerance_for, validate_distribution_table,
+)
+from accelgate.distribution_measure import (
+    SKIMAGE_PHOTOS, Measured, MetricModels, Summary, _num, measure, summarize,
+)
+from accelgate.verdict import Check, Verdict, judge, problem
+
+RUNS = ("prompt-set", "cpu-metrics")  # the slow prompt-set run; the small CPU run of every metric
+
+
+class DistributionWarning(UserWarning):
+    """A gate that passed without being shown to (inconclusive, or a statistic too few images allow)."""
+
+
+@dataclass
+class CaseResult:
+    """One case of the distribution run: its verdict and the numbers the tables print."""
+
+    run: str
+    case: Any
+    verdict: Verdict
+    prompt_set: str = ""
+    metric_models: dict[str, str] = field(default_factory=dict)
+    random_weights: bool = False
+    summaries: dict[str, Summary] = field(default_factory=dict)
+    reference: dict[str, Summary] = field(default_factory=dict)
+    prompts: list[str] = field(default_factory=list)
+    values: dict[str, list[float]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        data = self.verdict.as_json()
+        data.update(run=self.run, prompt_set=self.prompt_set, random_weights=self.random_weights,
+                    metric_models=self.metric_models, warnings=self.warnings,
+                    summary={k: s.as_json() for k, s in self.summaries.items()},
+                    reference_summary={k: s.as_json() for k, s in self.reference.items()},
+                    prompts=self.prompts, values={k: [_num(v) for v in vs] for k, vs in self.values.items()})
+        return data
+
+
+class DistributionRun:
+    """Session state of the distribution gate on top of the quality run (config, device, loading)."""
+
+    def __init__(self, quality_run, settings: dict, *, strict: bool = False, prompt_limit: int | None = None):
+        self.qrun, self.config, self.device = quality_run, quality_run.config, quality_run.device
+        self.settings, self.strict, self.prompt_limit = settings, strict, prompt_limit
+        self._models: dict[bool, MetricModels] = {}
+        self._references: dict[tuple, Measured | Exception] = {}
+        self._sets: dict[tuple, tuple[list, str]] = {}
+        self.results: list[CaseResult] = []
+
+    def metric_models(self, random_weights: bool) -> MetricModels:
+        if random_weights not in self._models:
+            self._models[random_weights] = MetricModels(self.settings, self.device, random_weights)
+        return self._models[random_weights]
+
+    def cases(self, run: str, matrix) -> list:
+        """The run's cases, one resolution per model: the first declared (prompt-set run; the model's
+        native one) or the smallest (CPU run). Narrowing options have already shaped `matrix`."""
+        if run == "cpu-metrics":
+            models, backends = self.settings["cpu_run"]["models"], self.settings["cpu_run"]["backends"]
+        else:
+            models = self.settings["models"] or [m.id for m in self.config.models if m.gpu]
+            backends = self.settings["backends"] or [b.spec.name for b in self.config.backends]
+        chosen = [c for c in matrix.cases if c.model.id in models and c.backend.name in backends]
+        pick = {}
+        for c in chosen:
+            best = pick.get(c.model.id)
+            if best is None or (run == "cpu-metrics" and c.width * c.height < best[0] * best[1]):
+                pick[c.model.id] = c.resolution
+        return [c for c in chosen if c.resolution == pick[c.model.id]]
+
+    def reference_case(self, case):
+        return replace(case, backend=self.config.backend(self.config.reference).spec, reference=True)
+
+    # -- one case ---------------------------------------------------------------------
+    def evaluate(self, run: str, case) -> CaseResult:
+        from accelgate.generate import DegenerateOutput
+        from accelgate.metrics.weights import MetricWeightsCorrupt
+        from accelgate.prompt_files import PromptFileError
+
+        if run not in RUNS:
+            raise ValueError(f"unknown distribution run {run!r}; runs: {', '.join(RUNS)}")
+        random_weights = run == "cpu-metrics" or self.settings["metric_models"] == "random"
+        try:
+            result = self._evaluate(run, case, random_weights)
+        except (MetricWeightsCorrupt, DegenerateOutput, PromptFileError) as error:
+            result = CaseResult(run, case, problem(case, "failed", str(error)), random_weights=random_weights)
+        except Exception as error:  # a backend or pipeline failure is this case's error, not the session's
+            frames = traceback.extract_tb(error.__traceback__)
+            where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+            result = CaseResult(run, case, problem(case, "error", f"{type(error).__name__}{where}: {error}"),
+                                random_weights=random_weights)
+        finally:
+            gc.collect()
+            if self.device.startswith("cuda"):
+                import torch
+
+                torch.cuda.empty_cache()
+        result.verdict.kind = "distribution"
+        self.results.append(result)
+        return result
+
+    def _unavailable(self, run: str, case, reason: str, random_weights: bool) -> CaseResult:
+        if self.strict:
+            reason += "\n(--strict-metrics: a missing metric weight or data file is a failure, not a skip)"
+        return CaseResult(run, case, problem(case, "failed" if self.strict else "skipped", reason),
+                          random_weights=random_weights)
+
+    def _evaluate(self, run: str, case, random_weights: bool) -> CaseResult:
+        from accelgate.prompt_files import PromptFileMissing
+
+        reference_case = self.reference_case(case)
+        reason = self.qrun.skip_reason(case) or self.qrun.skip_reason(reference_case)
+        if reason:
+            return CaseResult(run, case, problem(case, "skipped", reason), random_weights=random_weights)
+        real = self.settings["real_images"].get(case.model.id)
+        names = metrics_for(case.model.task, self.settings["metrics"], real is not None)
+        try:
+            items, described, set_key = self.prompt_items(run, case.model)
+        except PromptFileMissing as error:
+            return self._unavailable(run, case, str(error), random_weights)
+        models = self.metric_models(random_weights)
+        missing = models.missing({METRICS[n].needs for n in names} - {None})
+        if real is not None and real != SKIMAGE_PHOTOS and not Path(real).expanduser().is_dir():
+            missing.append(f"real images for FID/KID: {real} is not a directory "
+                           f"(distribution.real_images.{case.model.id})")
+        if missing:
+            return self._unavailable(run, case, "\n".join(missing), random_weights)
+        started = time.perf_counter()
+        reference = self.reference(reference_case, items, names, models, (random_weights, set_key))
+        candidate = reference if case.reference else measure(case, self.generate(case, items), names, models,
+                                                             reference, self.settings)
+        checks, notes, set_results = self.gate(case, names, candidate, reference, random_weights)
+        summarize(candidate, names, set_results, self.settings)
+        summarize(reference, names, {}, self.settings)
+        timing = {"generate_s": candidate.seconds, "case_s": time.perf_counter() - started}
+        verdict = judge(case, checks, None, timing, kind="distribution")
+        if not verdict.passed:
+            failed = ", ".join(c.metric for c in checks if not c.passed)
+            verdict.reason = (f"distribution gate failed vs the reference backend {self.config.reference!r} on "
+                              f"{len(items)} prompts ({described}): {failed}")
+        return CaseResult(run, case, verdict, described, models.labels(), random_weights, candidate.summaries,
+                          reference.summaries, [i.label() for i in items],
+                          {k: v.tolist() for k, v in candidate.values.items()}, notes)
+
+    def prompt_items(self, run: str, model) -> tuple[list, str, tuple]:
+        from accelgate.prompt_files import load_prompt_file_set
+        from accelgate.prompts import PROMPT_SETS
+
+        limit = self.prompt_limit or (self.settings["cpu_run"]["prompt_limit"] if run == "cpu-metrics"
+                                      else self.settings["prompt_limit"])
+        spec = self.settings["prompt_sets"].get(model.id) or {"name": model.prompt_set, "source": None}
+        key = (spec["name"], spec["source"], limit)
+        if key not in self._sets:
+            if spec["name"] in PROMPT_SETS:
+                full = PROMPT_SETS[spec["name"]]
+                items = list(full.limited(limit))
+                self._sets[key] = (items, f"{full.name}, {len(items)} of {len(full.items)} prompts")
+            else:
+                loaded = load_prompt_file_set(spec["name"], spec["source"], limit)
+                described = loaded.description if "(first " in loaded.description else (
+                    f"{loaded.description}, {len(loaded.items)} prompts")
+                self._sets[key] = (list(loaded.items), described)
+        items, described = self._sets[key]
+        return items, described, key
+
+    def reference(self, reference_case, items, names, models, key) -> Measured:
+        """The reference backend's images and measurements, once per model x resolution x set.
+
+        Only the current model's are kept: cases arrive grouped by model, and 3,200 reference
+        images at 1024 px are 10 GB that the next model does not need.
+        """
+        key = (reference_case.model.id, reference_case.resolution) + tuple(key)
+        if key not in self._references:
+            self._references = {k: v for k, v in self._references.items() if k[0] == key[0]}
+            try:
+                self._references[key] = measure(reference_case, self.generate(reference_case, items), names,
+                                                models, None, self.settings)
+            except Exception as error:
+                self._references[key] = error
+        found = self._references[key]
+        if isinstance(found, Exception):
+            raise RuntimeError(f"the reference backend {reference_case.backend.name!r} could not make the "
+                               f"reference set for {reference_case.id}: {type(found).__name__}: {found}") from found
+        return found
+
+    def generate(self, case, items):
+        from diffusers import DiffusionPipeline
+
+        from accelgate.generate import generate
+
+        pipe = case.backend.apply(self.qrun.load(case), **dict(case.backend.options))
+        if not isinstance(pipe, DiffusionPipeline):
+            raise TypeError(f"backend {case.backend.name!r} returned {type(pipe).__name__}, not a diffusers pipeline")
+        try:
+            return generate(pipe, case, items)
+        finally:
+            del pipe
+
+    # -- the gate --------------------------------------------------------------------
+    def gate(self, case, names, cand: Measured, ref: Measured,
+             random_weights: bool = False) -> tuple[list[Check], list[str], dict]:
+        """One check per metric, and the warnings of the ones that passed without being shown to.
+
+        --strict-metrics applies to real metric models only: a random-weight score proves nothing
+        either way, so the CPU run keeps the default policy even in the strict nightly job.
+        """
+        from accelgate.distribution_measure import _attempt, kid_function
+        from accelgate.metrics.distribution import fid
+
+        strict = self.strict and not random_weights
+        checks, notes, set_results = [], [], {}
+        for name in names:
+            metric = METRICS[name]
+            tolerance, reason = tolerance_for(self.settings, name, case.model.id, case.backend.name, random_weights)
+            if metric.kind != "set":
+                check = self._prompt_check(metric, tolerance, reason, cand, ref, notes, strict, random_weights)
+            else:
+                if name in ("fid", "kid"):  # distances to the reference set: the reference's own is 0
+                    function = fid if name == "fid" else kid_function(self.settings)
+                    result = None if cand is ref else _attempt(lambda: function(cand.features, ref.features,
+                                                                                 what="vs reference images"))
+                    set_results[name] = result
+                    mine, theirs = (0.0 if result is None else result), 0.0
+                else:
+                    mine, theirs = cand.own.get(name), ref.own.get(name)
+                check = self._set_check(metric, tolerance, reason, mine, theirs, notes, strict)
+            checks.append(check)
+        return checks, notes, set_results
+
+    def _prompt_check(self, metric: MetricDef, tolerance, reason, cand: Measured, ref: Measured, notes,
+                      strict: bool, random_weights: bool) -> Check:
+        from accelgate.metrics.stats import delta_gate, mean_with_ci, paired_noninferiority
+
+        c = cand.values[metric.name]
+        # LPIPS/SSIM are measured against the reference image: the reference's own value is exact
+        r = ref.values[metric.name] if metric.kind == "prompt" else np.full(len(c), ref.values[metric.name][0])
+        confidence, resamples = self.settings["confidence"], self.settings["bootstrap_resamples"]
+        if tolerance is None:
+            mean, low, high = mean_with_ci(c, confidence, resamples)
+            return Check(metric.name, mean, None, metric.higher_is_better, ci=None if low is None else (low, high),
+                         note=f"mean over {len(c)} prompts, vs the reference images; gated per image (-m quality)")
+        ni = paired_noninferiority(c, r, metric.higher_is_better, tolerance, confidence, resamples, metric=metric.name)
+        delta = delta_gate(float(c.mean()), float(r.mean()), metric.higher_is_better, tolerance, metric.name)
+        passes = ni.verdict == "pass" or (ni.verdict == "inconclusive" and delta.passed and not strict)
+        threshold = -tolerance if metric.higher_is_better else tolerance
+        ci = None if ni.ci_low is None else (ni.ci_low, ni.ci_high)
+        value = ni.mean_delta
+        if ci is not None and Check(metric.name, value, threshold, metric.higher_is_better).passed != passes:
+            value = ci[0] if metric.higher_is_better else ci[1]  # gated on the interval's worst end
+        note = (f"Δ vs reference ({ni.mean_candidate:.4g} vs {ni.mean_reference:.4g}); "
+                f"non-inferiority {ni.verdict} ({ni.method}, n={ni.n})")
+        if ni.verdict == "inconclusive":
+            why = ni.explanation.split("-> inconclusive", 1)[-1].lstrip(": ")
+            note += f": {why}"
+            if passes:
+                strict_note = "" if random_weights else " (--strict-metrics fails it)"
+                notes.append(f"{metric.name}: inconclusive, passed on the mean delta {ni.mean_delta:+.4g} within "
+                             f"{tolerance:g}; {why}{strict_note}")
+            elif delta.passed:
+                note += "; --strict-metrics: an inconclusive gate fails (value shown: the CI's worst end)"
+        if not passes:
+            sign = 1 if metric.higher_is_better else -1
+            worst = np.argsort(sign * (c - r))[:3]
+            note += "; worst prompts: " + ", ".join(f"{cand.items[i].label()[:40]!r} ({c[i] - r[i]:+.3g})"
+                                                    for i in worst)
+        return Check(metric.name, value, threshold, metric.higher_is_better, reason, ci, note)
+
+    def _set_check(self, metric: MetricDef, tolerance, reason, mine, theirs, notes, strict: bool) -> Check:
+        from accelgate.metrics.stats import delta_gate
+
+        threshold = None if tolerance is None else (-tolerance if metric.higher_is_better else tolerance)
+        lacking = [x for x in (mine, theirs) if x is None or isinstance(x, Exception)]
+        if lacking:
+            why = "; ".join(dict.fromkeys(str(x) for x in lacking if x is not None)) or "not measured"
+            if not strict:
+                notes.append(f"{metric.name}: not computed: {why}")
+            flag = " (--strict-metrics: a failure)" if strict else ""
+            return Check(metric.name, float("nan"), threshold if strict else None, metric.higher_is_better,
+                         reason, note=f"not computed: {why}{flag}")
+        a, b = (x if isinstance(x, float) else x.value for x in (mine, theirs))
+        distance = metric.name in ("fid", "kid")  # already a distance to the reference set
+        note = "distance to the reference set" if distance else f"Δ vs reference ({a:.4g} vs {b:.4g})"
+        detail = getattr(mine, "note", "") or getattr(theirs, "note", "")
+        note += f"; {detail}" if detail else ""
+        if tolerance is None:
+            return Check(metric.name, a - b, None, metric.higher_is_better, reason, note=note)
+        delta = delta_gate(a, b, metric.higher_is_better, tolerance, metric.name)  # refuses non-finite values
+        return Check(metric.name, delta.delta, threshold, metric.higher_is_better, reason, note=note)
+
