@@ -68,7 +68,9 @@ def _fmt(value: float) -> str:
     if value is None:
         return "-"
     if math.isinf(value):
-        return "inf"
+        return "inf" if value > 0 else "-inf"
+    if value != 0 and abs(value) < 0.01:
+        return f"{value:.3g}"  # tiny tolerances (LPIPS, FID of random features) stay readable
     return f"{value:.4f}" if abs(value) < 1000 else f"{value:.1f}"
 
 
