@@ -49,7 +49,8 @@ def metric_libraries_imported_once():
 @pytest.fixture
 def project(pytester):
     pytester.syspathinsert(REPO)  # fixtures.example_backends, by factory path
-    pytester.makepyfile(test_distribution=TEST_MODULE)
+    # A basename of its own: the suite's tests/test_distribution.py is already imported in this process.
+    pytester.makepyfile(test_inner_distribution=TEST_MODULE)
 
     def make(distribution):
         path = pytester.path / "accelgate.toml"
