@@ -337,10 +337,9 @@ def _distribution_settings(table: Mapping[str, Any], where: str) -> Mapping[str,
 
 def _speed_settings(table: Mapping[str, Any], where: str) -> Mapping[str, Any]:
     """`[speed]` is validated by the speed module, which owns its schema."""
-    from accelgate import speed
+    from accelgate.speed import validate_speed_table
 
-    validate = getattr(speed, "validate_speed_table", None)
-    return validate(table, where) if validate else table
+    return validate_speed_table(table, where)
 
 
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N"

@@ -1,0 +1,291 @@
+"""pytest-benchmark integration: the `accelgate_speed` fixture, machine info, compare guards,
+and the seed-004 speed table at session end. Measurement itself lives in `accelgate.speed`.
+
+Registered by `accelgate.plugin` at configure time. What users meet here:
+- `--benchmark-compare` with no saved run fails at once, naming the command to run first,
+  instead of pytest-benchmark's warning followed, at the very end of a long run, by
+  "--benchmark-compare-fail requires valid --benchmark-compare.";
+- a comparison against a run saved on other hardware warns loudly, naming both machines;
+- quality and speed stay apart: speed cases carry only the `benchmark` marker (never
+  selected by `-m quality`), never write baselines or quality verdicts, are deselected
+  under `--regen-baselines`, and skip with a reason where pytest-benchmark is disabled
+  (xdist, `--benchmark-disable`): timing cases in parallel measures the neighbours.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from accelgate.machine import MACHINE_INFO_KEY, compare_machines, machine_info
+
+SPEED = pytest.StashKey["SpeedFixture"]()
+MISMATCHES = pytest.StashKey[list]()
+MACHINE = pytest.StashKey[dict]()
+
+
+def _option(config: pytest.Config, name: str, default=None):
+    try:
+        return config.getoption(name)
+    except ValueError:  # pytest-benchmark not loaded (-p no:benchmark)
+        return default
+
+
+def _rerun_command(config: pytest.Config, *extra: str) -> str:
+    """`pytest -m benchmark ...` with this invocation's config, storage and narrowing options,
+    written `--option=value`: pytest reads a bare path after an option its early parser does
+    not know yet as a test path, and may then pick another rootdir (and config)."""
+    parts = ["pytest", "-m", "benchmark"]
+    for option, flag in (("accelgate_config", "--accelgate-config"), ("models", "--models"),
+                         ("backends", "--backends"), ("resolutions", "--resolutions"), ("device", "--device")):
+        value = _option(config, option)
+        if value:
+            parts.append(f"{flag}={value}")
+    storage = _option(config, "benchmark_storage")
+    if storage and storage != "file://./.benchmarks":
+        parts.append(f"--benchmark-storage={storage}")
+    return shlex.join(parts + list(extra))
+
+
+def _saved_runs(config: pytest.Config):
+    """(storage, machine id, runs matching --benchmark-compare) as pytest-benchmark will
+    load them, or None for a storage we cannot inspect (elasticsearch)."""
+    from pytest_benchmark.storage.file import FileStorage
+    from pytest_benchmark.utils import get_machine_id, load_storage
+
+    class _Quiet:
+        def warning(self, text, *args, **kwargs):
+            pass
+
+        info = debug = warning
+
+    machine_id = get_machine_id()
+    storage = load_storage(_option(config, "benchmark_storage"), logger=_Quiet(), default_machine_id=machine_id,
+                           netrc=_option(config, "benchmark_netrc"))
+    if not isinstance(storage, FileStorage):
+        return None
+    compare = _option(config, "benchmark_compare")
+    runs = list(storage.load()) if compare is True else list(storage.load(compare))
+    return storage, machine_id, runs
+
+
+def check_compare_has_a_baseline(config: pytest.Config) -> None:
+    """Refuse `--benchmark-compare` when there is nothing to compare with, saying what to run."""
+    compare = _option(config, "benchmark_compare")
+    if not compare or _option(config, "benchmark_skip") or _option(config, "benchmark_disable"):
+        return
+    found = _saved_runs(config)
+    if found is None or found[2]:
+        return
+    storage, machine_id, _ = found
+    others = sorted(p.name for p in Path(str(storage)).glob("*") if p.is_dir() and p.name != machine_id)
+    what = "no saved benchmark run" if compare is True else f"no saved benchmark run matching {compare!r}"
+    lines = [
+        f"accelgate: --benchmark-compare found {what} in {storage}/{machine_id} "
+        "(pytest-benchmark compares only runs saved under the same machine id).",
+        "Save a baseline run first, on this machine and with the same selection:",
+        f"    {_rerun_command(config, '--benchmark-autosave')}",
+        "then compare against it:",
+        f"    {_rerun_command(config, '--benchmark-compare', '--benchmark-compare-fail=median:10%')}",
+    ]
+    if others:
+        lines.append(f"Runs exist for other machine ids ({', '.join(others)}): they are not compared; "
+                     "pass a file path to --benchmark-compare to compare with one explicitly.")
+    raise pytest.UsageError("\n".join(lines))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[MISMATCHES] = []
+    check_compare_has_a_baseline(config)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Floors naming backends or models outside the matrix are config errors, reported once
+    up front (the config's own check cannot see the matrix when it reads [speed])."""
+    from accelgate.config import ConfigError
+    from accelgate.plugin import STATE
+    from accelgate.speed import check_floor_names
+
+    state = session.config.stash.get(STATE, None)
+    if state is not None:
+        try:
+            check_floor_names(state.config)
+        except ConfigError as error:
+            raise pytest.UsageError(f"accelgate: {error}") from None
+
+
+def _device(config: pytest.Config) -> str:
+    from accelgate.plugin import STATE
+
+    state = config.stash.get(STATE, None)
+    return state.device if state is not None else "cpu"
+
+
+def current_machine(config: pytest.Config) -> dict:
+    if MACHINE not in config.stash:
+        config.stash[MACHINE] = machine_info(_device(config))
+    return config.stash[MACHINE]
+
+
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
+    """GPU, driver, CUDA, torch, diffusers, onediff/nexfort versions, next to pytest-benchmark's CPU."""
+    machine_info[MACHINE_INFO_KEY] = current_machine(config)
+
+
+def _shout(config: pytest.Config, text: str) -> None:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.ensure_newline()
+        for line in text.splitlines():
+            reporter.write_line(line, red=True, bold=True)
+    else:
+        sys.stderr.write(text + "\n")
+
+
+def pytest_benchmark_compare_machine_info(config, benchmarksession, machine_info, compared_benchmark) -> None:
+    """Loud, named warning when the saved run was measured on other hardware (pytest-benchmark's
+    own warning fires on any difference, hostname included, and is easy to miss)."""
+    warning = compare_machines(compared_benchmark.get("machine_info"), machine_info)
+    if warning:
+        config.stash.setdefault(MISMATCHES, []).append(warning)
+        _shout(config, warning)
+        config.issue_config_time_warning(pytest.PytestWarning(warning.replace("!" * 78, "").strip()), stacklevel=2)
+
+
+class SpeedFixture:
+    """What `tests/test_speed.py` sees: one measurement per case, its verdict asserted there."""
+
+    def __init__(self, config: pytest.Config):
+        from accelgate.config import ConfigError
+        from accelgate.plugin import state_of
+        from accelgate.speed import SpeedSession
+
+        self.state = state_of(config)
+        try:
+            self.session = SpeedSession(self.state.run)
+        except ConfigError as error:
+            raise pytest.UsageError(f"accelgate: {error}") from None
+
+    def measure(self, case, benchmark):
+        if getattr(benchmark, "disabled", False):
+            pytest.skip("pytest-benchmark is disabled here (it disables itself under xdist and with "
+                        "--benchmark-disable): run speed cases serially, one process per GPU: "
+                        "pytest -m benchmark -p no:xdist")
+        reason = self.session.skip_reason(case)
+        if reason:
+            pytest.skip(reason)
+        benchmark.group = f"{case.model.id} @ {case.width}x{case.height}"
+        verdict = self.session.measure(case, benchmark.pedantic)
+        benchmark.extra_info.update(verdict.extra_info)
+        return verdict
+
+
+@pytest.fixture(scope="session")
+def accelgate_speed(request: pytest.FixtureRequest) -> SpeedFixture:
+    config = request.config
+    if SPEED not in config.stash:
+        config.stash[SPEED] = SpeedFixture(config)
+    return config.stash[SPEED]
+
+
+def _is_speed_item(item: pytest.Item) -> bool:
+    return item.get_closest_marker("benchmark") is not None and "benchmark" in getattr(item, "fixturenames", ())
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`--regen-baselines` writes quality baselines only: speed cases are not run with it."""
+    if not _option(config, "regen_baselines"):
+        return
+    drop = [item for item in items if _is_speed_item(item)]
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = [item for item in items if not _is_speed_item(item)]
+
+
+# ------------------------------------------------------------------------------ the table
+
+
+def _latest_saved_run(config: pytest.Config) -> dict | None:
+    session = getattr(config, "_benchmarksession", None)
+    storage = getattr(session, "storage", None)
+    if storage is None or not hasattr(storage, "load"):
+        return None
+    runs = list(storage.load())
+    if not runs:
+        return None
+    path, data = runs[-1]
+    return {**data, "_path": str(path)}
+
+
+def speed_table(config: pytest.Config, fixture: SpeedFixture):
+    """This session's measurements, completed with the latest saved run of this machine
+    (cases not measured now, e.g. under --backends); a case measured now wins."""
+    from accelgate.speed_report import build_speed_table, cases_from_runs
+
+    now = {"benchmarks": [{"extra_info": info} for info in fixture.session.results],
+           "machine_info": {MACHINE_INFO_KEY: current_machine(config)},
+           "datetime": datetime.now(timezone.utc).isoformat(), "_path": "this session"}
+    saved = _latest_saved_run(config)
+    runs = [saved, now] if saved else [now]
+    return build_speed_table(cases_from_runs(runs), fixture.session.reference, current_machine(config))
+
+
+@pytest.hookimpl(tryfirst=True)  # before accelgate.plugin writes results.json / summary.md
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    fixture = config.stash.get(SPEED, None)
+    if fixture is None:
+        return
+    try:
+        if not fixture.session.results:
+            return
+        table = speed_table(config, fixture)
+        state, report_dir = fixture.state, fixture.state.run.report_dir
+        markdown = table.to_markdown()
+        demoted = "\n".join("#" + line if line.startswith("#") else line for line in markdown.splitlines())
+        state.extra_sections.append(demoted.replace("## Speed", "## Speed (pytest-benchmark)", 1))
+        state.extra_json["speed"] = {**table.to_dict(), "cases": list(fixture.session.results)}
+        if report_dir is None:
+            return
+        from accelgate.report import atomic_write_text, results_json
+
+        atomic_write_text(report_dir / "speed.md", markdown)
+        if not state.run.results:  # a speed-only run: accelgate.plugin writes no quality report
+            path = report_dir / "results.json"
+            data = json.loads(path.read_text()) if path.is_file() else results_json(state.run)
+            data["speed"] = state.extra_json["speed"]  # keeps an earlier quality run's cases
+            atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    finally:
+        fixture.session.close()
+
+
+def _mib(value: float) -> str:
+    return f"{value / 2**20:.1f} MiB" if value >= 2**20 else f"{value / 2**10:.0f} KiB"
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    fixture = config.stash.get(SPEED, None)
+    mismatches = config.stash.get(MISMATCHES, [])
+    if not mismatches and (fixture is None or not fixture.session.results):
+        return
+    terminalreporter.section("accelgate speed")
+    for warning in mismatches:
+        for line in warning.splitlines():
+            terminalreporter.write_line(line, red=True, bold=True)
+    for info in fixture.session.results if fixture else ():
+        switch = f", shape switch {info['shape_switch_s']:.2f} s" if info.get("shape_switch_s") is not None else ""
+        speedup = info.get("speedup_vs_reference")
+        terminalreporter.write_line(
+            f"{info['model']}/{info['backend']}/{info['resolution']}: {info['it_per_s']:.2f} it/s, "
+            f"E2E {info['e2e_s']:.3f} s, peak {_mib(info['peak_mem_bytes'])}, warmup cold "
+            f"{info['cold_warmup_s']:.2f} s / warm {info['warm_warmup_s']:.2f} s{switch}, recompiles "
+            f"{info['recompiles_total']}/{info['recompile_budget']}"
+            + (f", {speedup:.2f}x {info['reference']}" if speedup else ""),
+            red=info["verdict"] != "passed")
+    report_dir = fixture.state.run.report_dir if fixture else None
+    if report_dir is not None and fixture.session.results:
+        terminalreporter.write_line(f"speed table: {report_dir / 'speed.md'} (and results.json['speed'])")
