@@ -39,8 +39,6 @@ import numpy as np
 import torch
 
 RECIPE_VERSION = "1"
-import os
-PREDICTION = os.environ.get("AG_PRED", "v_prediction")
 
 # CLIP: 256 byte symbols, 256 byte symbols ending a word, 48894 merges, 2 specials = 49408.
 _CLIP_MERGES = 49152 - 256 - 2
@@ -110,14 +108,6 @@ def t5_tokenizer():
 def _quantized_gain(std: float) -> float:
     """1/std on a 1/8-octave grid, so the calibration's last bits never reach the weights."""
     return 2.0 ** (round(-math.log2(std) * _GAIN_STEPS_PER_OCTAVE) / _GAIN_STEPS_PER_OCTAVE)
-
-
-@torch.no_grad()
-def _amplify_time(model):
-    gain = float(os.environ.get("AG_TGAIN", "1"))
-    for name, mod in model.named_modules():
-        if name.endswith(("time_embedding.linear_2", "timestep_embedder.linear_2")):
-            mod.weight.mul_(gain); mod.bias.mul_(gain)
 
 
 @torch.no_grad()
@@ -229,7 +219,6 @@ def _sd_unet(in_channels: int = 4, sample_size: int = 32):
     ).eval()
     latents, t = _calibration_batch(sample_size, in_channels)
     context = torch.randn(3, 77, 32, generator=torch.Generator().manual_seed(99))
-    _amplify_time(unet if 'unet' in dir() else transformer)
     _rescale_output(unet.conv_out, lambda: unet(latents, t, encoder_hidden_states=context).sample)
     return unet
 
@@ -262,7 +251,6 @@ def _sdxl_unet(sample_size: int = 32):
         "text_embeds": torch.randn(3, 32, generator=g),
         "time_ids": torch.tensor([[64.0, 64.0, 0.0, 0.0, 64.0, 64.0]]).repeat(3, 1),
     }
-    _amplify_time(unet if 'unet' in dir() else transformer)
     _rescale_output(
         unet.conv_out, lambda: unet(latents, t, encoder_hidden_states=context, added_cond_kwargs=added).sample
     )
@@ -298,7 +286,6 @@ def _pixart_transformer(sample_size: int = 32):
         out = transformer(latents, encoder_hidden_states=context, timestep=t, added_cond_kwargs=added).sample
         return out[:, :_LATENT_CHANNELS]  # the second half is the learned variance
 
-    _amplify_time(unet if 'unet' in dir() else transformer)
     _rescale_output(transformer.proj_out, predict)
     return transformer
 
@@ -327,7 +314,6 @@ def _dit_transformer(sample_size: int = 32):
     def predict():
         return transformer(latents, timestep=t, class_labels=labels).sample[:, :_LATENT_CHANNELS]
 
-    _amplify_time(unet if 'unet' in dir() else transformer)
     _rescale_output(transformer.proj_out_2, predict)
     return transformer
 
@@ -344,7 +330,6 @@ def _sd_scheduler():
         clip_sample=False,
         set_alpha_to_one=False,
         steps_offset=1,
-        prediction_type=PREDICTION,
     )
 
 
@@ -352,8 +337,7 @@ def _sdxl_scheduler():
     from diffusers import EulerDiscreteScheduler
 
     return EulerDiscreteScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1, timestep_spacing="leading",
-        prediction_type=PREDICTION,
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1, timestep_spacing="leading"
     )
 
 
@@ -361,13 +345,13 @@ def _dit_scheduler():
     """DiT / PixArt training schedule (linear 0.0001..0.02), x0 not clipped (latent space)."""
     from diffusers import DDIMScheduler
 
-    return DDIMScheduler(clip_sample=False, prediction_type=PREDICTION)
+    return DDIMScheduler(clip_sample=False)
 
 
 def _pixart_scheduler():
     from diffusers import DPMSolverMultistepScheduler
 
-    return DPMSolverMultistepScheduler(prediction_type=PREDICTION)
+    return DPMSolverMultistepScheduler()
 
 
 # --------------------------------------------------------------------------- pipelines
