@@ -43,7 +43,7 @@ class BackendSpec:
     """One acceleration.
 
     - `apply(pipe, **options) -> pipe`: applied to a freshly loaded pipeline on its device.
-    - `options`: defaults, overridden key by key by `[tool.accelgate.backends.<name>]`.
+    - `options`: defaults, overridden key by key by `[tool.accelgate.backend.<name>]`.
     - `serves(model) -> str | None`: None if the backend can serve the model, else the
       n/a reason shown in the report ("needs a UNet").
     - `call_context(pipe)`: entered around every pipeline call (cache hooks reset state here).

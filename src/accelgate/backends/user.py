@@ -1,6 +1,6 @@
 """User backends: an acceleration of your own, named by import path in the config.
 
-    [tool.accelgate.backends.my-trt]
+    [tool.accelgate.backend.my-trt]
     factory = "my_accel.trt:build"      # def build(pipe, **options) -> DiffusionPipeline
     options = { precision = "fp16" }
 
