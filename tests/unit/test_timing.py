@@ -7,6 +7,7 @@ with each other within one run.
 from __future__ import annotations
 
 import json
+import mmap
 import time
 
 import numpy as np
@@ -247,22 +248,29 @@ def test_a_dropped_step_callback_is_reported(tiny_sd):
 
 
 # ---------------------------------------------------------------- PeakMemory
+def _fresh_pages(nbytes: int) -> mmap.mmap:
+    """Anonymous pages that are new to the process, every one touched: RSS grows by nbytes.
+    (np.ones may be served from heap pages an earlier test left resident, and then adds no RSS.)"""
+    region = mmap.mmap(-1, nbytes)
+    for offset in range(0, nbytes, mmap.PAGESIZE):
+        region[offset] = 1
+    return region
+
 
 
 @pytest.mark.parametrize("use_hwm", [True, False])
 def test_peak_memory_sees_a_known_buffer(use_hwm):
     with PeakMemory("cpu", use_hwm=use_hwm) as probe:
-        buffer = np.ones(256 * MiB // 8)  # touched pages: 256 MiB of RSS
+        buffer = _fresh_pages(256 * MiB)  # touched pages: 256 MiB of RSS
         time.sleep(0.05)  # the sampler-only probe needs the buffer alive for a few samples
-        del buffer
+        buffer.close()
     assert probe.peak_bytes == pytest.approx(256 * MiB, abs=16 * MiB)
     assert "RSS" in probe.api
 
 
 def test_peak_memory_sees_a_short_spike_through_the_kernel_peak_mark():
     with PeakMemory("cpu", interval_s=10.0) as probe:  # the sampler will never run
-        spike = torch.ones(128 * MiB // 4)
-        del spike
+        _fresh_pages(128 * MiB).close()
     if "VmHWM" not in probe.api:
         pytest.skip("this kernel does not let a process reset its peak RSS (/proc/self/clear_refs)")
     assert probe.peak_bytes == pytest.approx(128 * MiB, abs=16 * MiB)
@@ -276,11 +284,9 @@ def test_peak_memory_of_an_empty_block_is_small():
 
 def test_nested_probes_keep_the_outer_peak():
     with PeakMemory("cpu") as outer:
-        big = np.ones(128 * MiB // 8)
-        del big
+        _fresh_pages(128 * MiB).close()
         with PeakMemory("cpu") as inner:
-            small = np.ones(32 * MiB // 8)
-            del small
+            _fresh_pages(32 * MiB).close()
     assert inner.peak_bytes == pytest.approx(32 * MiB, abs=8 * MiB)
     assert outer.peak_bytes == pytest.approx(128 * MiB, abs=16 * MiB)
 
