@@ -63,12 +63,29 @@ def test_model_hash_is_stable_and_sees_a_changed_weight(cache):
     assert model_hash(pipe) != before
 
 
-def test_absent_hub_model_says_what_to_fetch_and_where(monkeypatch, tmp_path):
-    import huggingface_hub.constants
+@pytest.mark.parametrize("model_id", TINY)
+def test_the_saved_copy_has_the_built_weights(model_id, cache):
+    spec = get_model(model_id)
+    with torch.random.fork_rng(devices=[]):
+        built = spec.builder()
+    assert model_hash(built) == model_hash(load_pipeline(spec, "cpu", cache_dir=cache))
 
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+
+def test_a_cold_build_leaves_the_callers_rng_alone(tmp_path, cache):
+    spec = get_model("tiny-dit")
+    draws = []
+    for where in (tmp_path / "cold", cache):  # builds, then only loads
+        torch.manual_seed(123)
+        load_pipeline(spec, "cpu", cache_dir=where)
+        draws.append(torch.rand(4))
+    assert torch.equal(draws[0], draws[1])
+
+
+def test_absent_hub_model_says_what_to_fetch_and_where(monkeypatch, tmp_path):
+    monkeypatch.delenv("HF_HOME", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # set after import: must still be obeyed
     reason = check_available(get_model("sd15"))
-    assert "not in the Hugging Face cache" in reason
+    assert "not in the Hugging Face cache" in reason and str(tmp_path) in reason
     assert "huggingface-cli download stable-diffusion-v1-5/stable-diffusion-v1-5" in reason
     assert "[tool.accelgate.model.sd15]" in reason
     assert "has no model_index.json" in check_available(get_model("sd15"), path=str(tmp_path))
@@ -81,3 +98,33 @@ def test_impossible_resolutions_are_rejected(cache):
         prepare_resolution(pipe, spec, 34, 34)
     with pytest.raises(ValueError, match="square images only"):
         prepare_resolution(pipe, spec, 32, 64)
+
+
+def _fake_snapshot(cache_dir, repo_id, weights: bool):
+    """A hub cache entry laid out as huggingface_hub writes it, with or without UNet weights."""
+    import json
+
+    repo = cache_dir / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    for folder, config in (("unet", "config.json"), ("scheduler", "scheduler_config.json")):
+        (snapshot / folder).mkdir(parents=True)
+        (snapshot / folder / config).write_text("{}")
+    if weights:
+        (snapshot / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"")
+    index = {"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
+             "scheduler": ["diffusers", "PNDMScheduler"], "safety_checker": [None, None]}
+    (snapshot / "model_index.json").write_text(json.dumps(index))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+
+
+def test_an_interrupted_download_is_a_reason_not_a_crash(monkeypatch, tmp_path):
+    monkeypatch.delenv("HF_HOME", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    spec = get_model("sd15")
+    _fake_snapshot(tmp_path, spec.repo_id, weights=False)
+    reason = check_available(spec)
+    assert "is incomplete (missing unet/ weights)" in reason and "huggingface-cli download" in reason
+    (tmp_path / f"models--{spec.repo_id.replace('/', '--')}" / "snapshots" / ("0" * 40) / "unet"
+     / "diffusion_pytorch_model.safetensors").write_bytes(b"")
+    assert check_available(spec) is None

@@ -10,6 +10,7 @@ loading anything.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -25,6 +26,22 @@ DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
 
 class ModelUnavailable(Exception):
     """A model's weights are not on this machine; the message says how to provide them."""
+
+
+def hub_cache_dir() -> Path:
+    """The HF hub cache as the environment says *now* (HF_HUB_CACHE, then HF_HOME/hub).
+
+    huggingface_hub reads these variables once, at import: a conftest, a CI step or a test
+    that sets them later would otherwise be ignored and the wrong cache searched.
+    """
+    from huggingface_hub import constants
+
+    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(variable):
+            return Path(os.environ[variable]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    return Path(constants.HF_HUB_CACHE)
 
 
 def cache_root() -> Path:
@@ -50,7 +67,13 @@ def ensure_tiny_built(spec: ModelSpec, cache_dir: Path | None = None) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        spec.builder().save_pretrained(staging, safe_serialization=True)
+        import torch
+
+        # The builders seed the global RNG (torch.manual_seed(0) per component); without a
+        # fork, whether the caller's RNG was reset would depend on whether the cache was warm.
+        with torch.random.fork_rng(devices=[]):
+            pipe = spec.builder()
+        pipe.save_pretrained(staging, safe_serialization=True)
         try:
             staging.rename(target)
         except OSError:  # another process finished the same build first: keep theirs
@@ -62,29 +85,64 @@ def ensure_tiny_built(spec: ModelSpec, cache_dir: Path | None = None) -> Path:
 
 
 def _how_to_fetch(spec: ModelSpec) -> str:
-    from huggingface_hub import constants
-
     variant = f" (variant {spec.variant})" if spec.variant else ""
     return (f"on a connected machine run `huggingface-cli download {spec.repo_id}`{variant} with the same HF_HOME / "
-            f"HF_HUB_CACHE as here (now {constants.HF_HUB_CACHE}), or put a local copy somewhere and set "
+            f"HF_HUB_CACHE as here (now {hub_cache_dir()}), or put a local copy somewhere and set "
             f"path = \"/path/to/{spec.repo_id.split('/')[-1]}\" under [tool.accelgate.model.{spec.id}]")
 
 
+_NOT_WEIGHTS = ("scheduler_config.json", "tokenizer_config.json", "preprocessor_config.json")
+
+
+def _incomplete(root: Path) -> list[str]:
+    """Components that `root/model_index.json` lists but whose folder or weights are absent
+    (an interrupted download, or a copy made without the large files)."""
+    try:
+        index = json.loads((root / "model_index.json").read_text())
+    except (OSError, ValueError) as error:
+        return [f"model_index.json ({error})"]
+    missing = []
+    for name, entry in sorted(index.items()):
+        if name.startswith("_") or not isinstance(entry, list) or entry[-1] is None:
+            continue
+        folder = root / name
+        if not folder.is_dir():
+            missing.append(f"{name}/")
+            continue
+        has_model_config = (folder / "config.json").exists() and not any((folder / c).exists() for c in _NOT_WEIGHTS)
+        # exists() follows the cache's symlinks: a blob that never arrived counts as absent
+        if has_model_config and not any(p.suffix in (".safetensors", ".bin") and p.exists() for p in folder.iterdir()):
+            missing.append(f"{name}/ weights")
+    return missing
+
+
 def check_available(spec: ModelSpec, path: str | None = None) -> str | None:
-    """Why `spec` cannot be loaded offline here (a skip reason), or None. Loads nothing."""
+    """Why `spec` cannot be loaded offline here (a skip reason), or None.
+
+    Looks at files only (model_index.json, then each listed component's folder and weight
+    files); loads nothing, downloads nothing.
+    """
     if spec.source == "tiny":
         return None
     if path:
-        if (Path(path).expanduser() / "model_index.json").is_file():
-            return None
-        return (f"{spec.id}: the configured path {path} has no model_index.json; point path at a diffusers "
-                f"pipeline directory (save_pretrained layout), or {_how_to_fetch(spec)}")
-    from huggingface_hub import try_to_load_from_cache
+        root = Path(path).expanduser()
+        if not (root / "model_index.json").is_file():
+            return (f"{spec.id}: the configured path {path} has no model_index.json; point path at a diffusers "
+                    f"pipeline directory (save_pretrained layout), or {_how_to_fetch(spec)}")
+        where = f"the configured path {path}"
+    else:
+        from huggingface_hub import try_to_load_from_cache
 
-    found = try_to_load_from_cache(spec.repo_id, "model_index.json")
-    if isinstance(found, str):
-        return None
-    return f"{spec.id}: weights of {spec.repo_id} are not in the Hugging Face cache; {_how_to_fetch(spec)}"
+        found = try_to_load_from_cache(spec.repo_id, "model_index.json", cache_dir=hub_cache_dir())
+        if not isinstance(found, str):
+            return f"{spec.id}: weights of {spec.repo_id} are not in the Hugging Face cache; {_how_to_fetch(spec)}"
+        root = Path(found).parent
+        where = f"the cached snapshot {root}"
+    missing = _incomplete(root)
+    if missing:
+        return (f"{spec.id}: {where} is incomplete (missing {', '.join(missing)}), probably an interrupted "
+                f"download; {_how_to_fetch(spec)}")
+    return None
 
 
 def load_pipeline(spec: ModelSpec, device: str, dtype: str | None = None, path: str | None = None,
@@ -106,9 +164,21 @@ def load_pipeline(spec: ModelSpec, device: str, dtype: str | None = None, path: 
         if reason:
             raise ModelUnavailable(reason)
         kwargs: dict[str, Any] = {"torch_dtype": torch_dtype, "local_files_only": True}
+        if not path:
+            kwargs["cache_dir"] = hub_cache_dir()
         if spec.variant:
             kwargs["variant"] = spec.variant
-        pipe = pipeline_class.from_pretrained(str(Path(path).expanduser()) if path else spec.repo_id, **kwargs)
+        if "safety_checker" in inspect.signature(pipeline_class.__init__).parameters:
+            # its false positives are black images, which the degenerate-output guard would
+            # blame on the backend under test
+            kwargs["safety_checker"] = None
+        source = str(Path(path).expanduser()) if path else spec.repo_id
+        try:
+            pipe = pipeline_class.from_pretrained(source, **kwargs)
+        except OSError as error:  # a file the cheap check cannot foresee: a variant or a shard
+            variant = f" with variant {spec.variant!r}" if spec.variant else ""
+            raise ModelUnavailable(f"{spec.id}: loading {source}{variant} offline failed: {error}; "
+                                   f"{_how_to_fetch(spec)}") from error
     if spec.scheduler:
         scheduler_class = getattr(diffusers, spec.scheduler, None)
         if scheduler_class is None:
