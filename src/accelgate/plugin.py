@@ -195,12 +195,12 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     state = config.stash.get(STATE, None)
     if state is None or not state.run.results:
         return
+    from accelgate.runner import summary_counts
+
     run = state.run
     write = terminalreporter.write_line
     terminalreporter.section("accelgate")
-    counts: dict[str, int] = {}
-    for verdict in run.results:
-        counts[verdict.outcome] = counts.get(verdict.outcome, 0) + 1
+    counts = summary_counts(run.results)
     write(f"device {run.device} (baselines: {run.store.device_class}); cases: "
           + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
           + f"; {len(state.matrix.not_applicable)} combinations n/a (see the report)")

@@ -178,9 +178,9 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     dist = config.stash.get(DIST, None)
     if dist is None or not dist.results:
         return
-    counts: dict[str, int] = {}
-    for result in dist.results:
-        counts[result.verdict.outcome] = counts.get(result.verdict.outcome, 0) + 1
+    from accelgate.runner import summary_counts
+
+    counts = summary_counts([result.verdict for result in dist.results])
     terminalreporter.section("accelgate distribution")
     terminalreporter.write_line("cases: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
                                 + ("; --strict-metrics" if dist.strict else ""))

@@ -15,6 +15,7 @@ from typing import Any
 
 from accelgate.config import format_resolution
 from accelgate.metrics.pairwise import PAIRWISE_METRICS
+from accelgate.runner import summary_counts
 from accelgate.verdict import Verdict, _fmt
 
 OUTCOME_MARK = {"passed": "✅ passed", "failed": "❌ failed", "error": "💥 error", "skipped": "⏭ skipped"}
@@ -30,9 +31,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def results_json(run, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    counts: dict[str, int] = {}
-    for verdict in run.results:
-        counts[verdict.outcome] = counts.get(verdict.outcome, 0) + 1
+    counts = summary_counts(run.results)
     data = {
         "device": run.device,
         "device_class": run.store.device_class,
@@ -106,9 +105,7 @@ def model_tables(run) -> list[str]:
 
 
 def summary_markdown(run, extra_sections: list[str] | None = None) -> str:
-    counts: dict[str, int] = {}
-    for verdict in run.results:
-        counts[verdict.outcome] = counts.get(verdict.outcome, 0) + 1
+    counts = summary_counts(run.results)
     head = [
         "# accelgate quality report",
         "",

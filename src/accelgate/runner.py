@@ -186,6 +186,7 @@ class QualityRun:
 
 
 def summary_counts(results: list[Verdict]) -> dict[str, int]:
+    """How many verdicts have each outcome: the one count every summary line and report uses."""
     counts: dict[str, int] = {}
     for verdict in results:
         counts[verdict.outcome] = counts.get(verdict.outcome, 0) + 1
