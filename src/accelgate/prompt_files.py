@@ -29,6 +29,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from accelgate.hub import hub_cache_dir
 from accelgate.prompts import PromptItem, PromptSet
 
 HPD_STYLES = ("anime", "concept-art", "paintings", "photo")
@@ -58,7 +59,7 @@ def _hub_snapshot(repo: str) -> Path | None:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(repo, repo_type="dataset", local_files_only=True))
+        return Path(snapshot_download(repo, repo_type="dataset", local_files_only=True, cache_dir=hub_cache_dir()))
     except Exception:  # LocalEntryNotFoundError and friends: simply not cached
         return None
 
@@ -78,11 +79,9 @@ def _locate(kind: str, source) -> Path:
         if bench.is_dir():
             return bench
     if snapshot is None:
-        from accelgate.metrics.weights import hf_cache_dir
-
         extra = " or hpsv2's $HPS_ROOT/datasets/benchmark" if kind == "hpdv2" else ""
         raise PromptFileMissing(f"{kind}: no local copy; give its file or directory in the config, or put hub dataset "
-                                f"{repo} in the HF cache {hf_cache_dir()} ($HF_HUB_CACHE / $HF_HOME){extra}. "
+                                f"{repo} in the HF cache {hub_cache_dir()} ($HF_HUB_CACHE / $HF_HOME){extra}. "
                                 f"On a connected machine: {fetch}")
     return snapshot
 

@@ -148,6 +148,7 @@ def test_missing_weights_skip_with_the_file_name_and_fail_with_strict_metrics(py
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.setenv("ACCELGATE_WEIGHTS_DIR", str(tmp_path / "weights"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     config = project('models = ["tiny-sd"]\nbackends = ["noise"]\nmetrics = ["fid", "lpips"]')

@@ -26,6 +26,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from accelgate.hub import hub_cache_dir
+
 ENV_WEIGHTS_DIR = "ACCELGATE_WEIGHTS_DIR"
 ENV_ALLOW_PICKLE = "ACCELGATE_ALLOW_PICKLE"
 
@@ -117,12 +119,6 @@ def weights_dir() -> Path:
     return Path(os.environ.get(ENV_WEIGHTS_DIR) or Path.home() / ".cache" / "accelgate" / "weights").expanduser()
 
 
-def hf_cache_dir() -> Path:
-    from huggingface_hub import constants
-
-    return Path(constants.HF_HUB_CACHE)
-
-
 def torch_hub_checkpoints() -> Path:
     import torch
 
@@ -137,7 +133,7 @@ def _hf_cached(repo: str, filename: str, repo_type: str) -> Path | None:
     """A file from the hub cache, or None; `try_to_load_from_cache` never opens a connection."""
     from huggingface_hub import try_to_load_from_cache
 
-    found = try_to_load_from_cache(repo, filename, repo_type=repo_type)
+    found = try_to_load_from_cache(repo, filename, repo_type=repo_type, cache_dir=hub_cache_dir())
     return Path(found) if isinstance(found, str) and Path(found).is_file() else None
 
 
@@ -174,7 +170,7 @@ def resolve_file(key: str, explicit: str | os.PathLike | None = None) -> Path:
             found = _hf_cached(s.hf_repo, rel, s.hf_repo_type)
             if found:
                 return found
-        searched.append(f"HF cache {hf_cache_dir()} repo {s.hf_repo} ($HF_HUB_CACHE / $HF_HOME)")
+        searched.append(f"HF cache {hub_cache_dir()} repo {s.hf_repo} ($HF_HUB_CACHE / $HF_HOME)")
     if s.torch_hub:
         hub = torch_hub_checkpoints()
         for name in s.filenames:
@@ -211,7 +207,7 @@ def resolve_model_dir(key: str = "clip", explicit: str | os.PathLike | None = No
     if config is None:
         prefetch = s.prefetch().replace(s.hf_repo or "", repo)
         raise MetricWeightsMissing(key, f"{repo} ({s.description})",
-                                   [f"HF cache {hf_cache_dir()} ($HF_HUB_CACHE / $HF_HOME)"], prefetch)
+                                   [f"HF cache {hub_cache_dir()} ($HF_HUB_CACHE / $HF_HOME)"], prefetch)
     _check_model_dir(key, config.parent, s, repo)
     return config.parent
 

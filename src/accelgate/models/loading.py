@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from accelgate.hub import hub_cache_dir
 from accelgate.models.registry import ModelSpec
 
 DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
@@ -26,22 +27,6 @@ DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
 
 class ModelUnavailable(Exception):
     """A model's weights are not on this machine; the message says how to provide them."""
-
-
-def hub_cache_dir() -> Path:
-    """The HF hub cache as the environment says *now* (HF_HUB_CACHE, then HF_HOME/hub).
-
-    huggingface_hub reads these variables once, at import: a conftest, a CI step or a test
-    that sets them later would otherwise be ignored and the wrong cache searched.
-    """
-    from huggingface_hub import constants
-
-    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if os.environ.get(variable):
-            return Path(os.environ[variable]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    return Path(constants.HF_HUB_CACHE)
 
 
 def cache_root() -> Path:
