@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from accelgate.prompts import PromptItem, get_prompt_set, load_sample_image
+from accelgate.errors import CaseFailed
+from accelgate.prompts.sets import PromptItem, get_prompt_set, load_sample_image
 
 
-class DegenerateOutput(Exception):
+class DegenerateOutput(CaseFailed):
     """The pipeline produced NaN/Inf, black or constant images: no metric is meaningful."""
 
 

@@ -1,4 +1,5 @@
-"""What a speed number was measured on, and a loud warning when two runs differ in hardware.
+"""What a run was measured on: the device class its baselines belong to, the machine a speed
+number depends on, and a loud warning when two runs differ in hardware.
 
 Why: it/s and memory are properties of a (GPU, driver, CUDA, torch, compiler) combination as
 much as of a backend. A baseline saved on an RTX 3090 compared with a run on an H100 shows a
@@ -9,18 +10,21 @@ names both machines when a comparison crosses hardware.
 
 Versions are read from installed package metadata, never by importing the package: importing
 nexfort under a torch it was not built for raises, and oneflow initializes CUDA on import.
+torch and psutil are imported by the functions that measure, so describing or comparing
+machines (the report, the plugin at start) costs no torch import.
 """
 from __future__ import annotations
 
 import os
 import platform
+import re
 import shutil
 import subprocess
 from importlib import metadata
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-import psutil
-import torch
+if TYPE_CHECKING:
+    import torch
 
 MACHINE_INFO_KEY = "accelgate"
 
@@ -74,7 +78,20 @@ def _nvidia_driver() -> str | None:
     return out.strip().splitlines()[0].strip() if out.strip() else None
 
 
+def device_class(device: str) -> str:
+    """'cpu', or the CUDA GPU model as a path-safe slug (e.g. 'cuda-nvidia-h100-80gb-hbm3'): the
+    same seed gives other pixels on other hardware, so baselines are kept per device class."""
+    if not device.startswith("cuda"):
+        return "cpu"
+    import torch
+
+    name = torch.cuda.get_device_name(torch.device(device))
+    return "cuda-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
 def _gpu_info(device: torch.device) -> dict[str, Any]:
+    import torch
+
     index = device.index if device.index is not None else torch.cuda.current_device()
     props = torch.cuda.get_device_properties(index)
     return {
@@ -94,6 +111,9 @@ def machine_info(device: str | torch.device = "cpu") -> dict[str, Any]:
     `gpu_name`, `driver` and `cuda` are None off CUDA (`cuda` is then the version torch was
     built for, kept as `torch_cuda_build`). Package versions are None when not installed.
     """
+    import psutil
+    import torch
+
     dev = device if isinstance(device, torch.device) else torch.device(device)
     info: dict[str, Any] = {
         "device_class": dev.type,

@@ -1,29 +1,34 @@
-"""The pytest plugin: options, markers, parametrization, fixtures. No metric lives here.
+"""The pytest plugin's core: shared options, markers, the session in the stash, the
+`accelgate_case` parametrization, the one regen deselect, and the one report at session end.
 
 Registered through the `pytest11` entry point, so any repository that installs accelgate
 gets `--models/--backends/--resolutions/--device`, `--regen-baselines`, `--baseline-dir`,
 `--quality-report`, and the `accelgate_case` parametrization over its own config's matrix.
-Session state lives in one object (`AccelgateState`) kept in the pytest config's stash.
+Each gate (quality/, distribution/, speed/) is a plugin of its own, loaded with this one;
+each hands its results to the session as a JSON part (`AccelgateState.add_part`), and this
+module writes them: once, after the session, by the controller under pytest-xdist (workers
+send their parts over xdist's `workeroutput`, as pytest-mpl merges its workers' results).
+
+Starting costs nothing in a repository that runs no accelgate case: the config is parsed
+from names alone, and torch is imported only once a case is collected.
 """
 from __future__ import annotations
 
 import argparse
-import os
+import hashlib
+import json
+from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from accelgate.config import (
-    DEVICE_CHOICES, ConfigError, build_config, find_config, parse_device, parse_name_list, parse_resolution,
-    resolve_device,
-)
+from accelgate.config.load import build_config, find_config
+from accelgate.config.schema import DEVICE_CHOICES, ConfigError, parse_device, parse_name_list, parse_resolution
+from accelgate.matrix import narrow
 from accelgate.models.registry import TASKS
-
-# Nothing may download at test time: make the HF libraries fail fast on a cache miss
-# (they read these at import, and the plugin loads before any of them is imported).
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+from accelgate.session import Session
 
 MARKERS = {
     "quality": "image-quality gate cases (accelerated backend vs stored PyTorch baseline)",
@@ -32,6 +37,12 @@ MARKERS = {
     "benchmark": "speed and memory measurements (pytest-benchmark)",
     "accelgate_tasks(*tasks)": f"the tasks whose cases parametrize `accelgate_case` here; tasks: {', '.join(TASKS)}",
 }
+CASE_FIXTURES = ("accelgate_case", "accelgate_distribution_case", "accelgate_metrics_case")
+WORKER_PARTS = "accelgate_parts"  # the key of a worker's parts in xdist's workeroutput
+
+# The gates: each a plugin of its own, loaded with this one so their options exist before
+# the command line is parsed.
+pytest_plugins = ["accelgate.quality.plugin", "accelgate.distribution.plugin", "accelgate.speed.plugin"]
 
 
 def _device_option(text: str) -> str:
@@ -59,59 +70,86 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 class AccelgateState:
-    """Everything one pytest session knows about the matrix and its results."""
+    """What one pytest process knows: the core session, the gates' parts, the report."""
 
     def __init__(self, pytest_config: pytest.Config):
-        from accelgate.baselines import BaselineStore, device_class
-        from accelgate.matrix import build_matrix
-        from accelgate.runner import QualityRun
-
         option = pytest_config.option
         source, raw = find_config(Path(pytest_config.rootpath), option.accelgate_config)
         config = build_config(raw, source, Path(pytest_config.rootpath))
         names = lambda text, allowed, flag: parse_name_list(text, allowed, flag) if text else None  # noqa: E731
-        models = names(option.models, [m.id for m in config.models], "--models")
-        backends = names(option.backends, [b.spec.name for b in config.backends], "--backends")
         resolutions = None
         if option.resolutions:
             resolutions = [parse_resolution(r, "--resolutions") for r in option.resolutions.split(",") if r.strip()]
-        self.matrix = build_matrix(config, models, backends, resolutions)
-        self.device = resolve_device(option.device or config.device)
-        if not self.device.startswith("cuda"):
-            import torch
-
-            torch.set_num_threads(config.threads)  # output differs by a level between thread counts
-        baseline_dir = Path(option.baseline_dir).resolve() if option.baseline_dir else config.baseline_dir
-        report_dir = Path(option.quality_report).resolve() if option.quality_report else None
-        store = BaselineStore(baseline_dir, device_class(self.device), regen_command=lambda case_id: "")
-        self.run = QualityRun(config, self.device, self.matrix, store, report_dir, option.regen_baselines)
-        store.regen_command = self.run.regen_command
+        narrowing = narrow(config, names(option.models, [m.id for m in config.models], "--models"),
+                           names(option.backends, [b.spec.name for b in config.backends], "--backends"), resolutions)
         self.config = config
-        self.extra_sections: list[str] = []
-        self.extra_json: dict = {}
+        self.raw_config = raw
+        self.session = Session(config, option.device, narrowing)
+        self.report_dir = Path(option.quality_report).resolve() if option.quality_report else None
+        self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self._providers: dict[str, Callable[[], dict[str, Any] | None]] = {}
+        self.worker_parts: dict[str, dict[str, Any]] | None = None  # the xdist controller's merge of its workers'
+        self.results: dict[str, Any] | None = None  # what the report holds after it was written
+        self._run_meta: dict[str, Any] | None = None
+
+    def add_part(self, gate: str, provider: Callable[[], dict[str, Any] | None]) -> None:
+        """A gate's JSON part, asked for at session end (None: the gate ran no case)."""
+        self._providers[gate] = provider
+
+    def parts(self) -> dict[str, dict[str, Any]]:
+        if self.worker_parts is not None:
+            return self.worker_parts
+        found = {gate: provider() for gate, provider in self._providers.items()}
+        return {gate: part for gate, part in found.items() if part is not None}
+
+    def run_meta(self) -> dict[str, Any]:
+        """What a report records of this run, and what must match for two runs to share one."""
+        from accelgate.machine import device_class, package_version
+        from accelgate.report.writer import new_run_id
+
+        if self._run_meta is None:
+            canonical = json.dumps(self.raw_config, sort_keys=True, default=str).encode()
+            self._run_meta = {
+                "id": new_run_id(), "started": self.started, "device": self.session.device,
+                "device_class": device_class(self.session.device),
+                "config": str(self.config.source) if self.config.source else None,
+                "config_sha256": hashlib.sha256(canonical).hexdigest()[:16],
+                "reference": self.config.reference,
+                "versions": {name: package_version(name) for name in ("accelgate", "torch", "diffusers", "transformers")},
+            }
+        return self._run_meta
 
 
 STATE = pytest.StashKey[AccelgateState]()
-
-# The speed (pytest-benchmark) and distribution-metric parts are plugins of their own,
-# loaded with this one so that their options exist before the command line is parsed.
-pytest_plugins = ["accelgate.plugin_speed", "accelgate.plugin_distribution"]
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    for name, text in MARKERS.items():
-        config.addinivalue_line("markers", f"{name}: {text}")
-    try:
-        config.stash[STATE] = AccelgateState(config)
-    except ConfigError as error:
-        raise pytest.UsageError(f"accelgate: {error}") from None
 
 
 def state_of(config: pytest.Config) -> AccelgateState:
     return config.stash[STATE]
 
 
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
+    try:
+        state = AccelgateState(config)
+        config.stash[STATE] = state
+        if state.report_dir is not None and not _is_worker(config):
+            from accelgate.report.writer import ReportConflict, check_mergeable
+
+            try:
+                check_mergeable(state.report_dir, state.run_meta())
+            except ReportConflict as error:
+                raise pytest.UsageError(f"accelgate: --quality-report={state.report_dir}: {error}") from None
+    except ConfigError as error:
+        raise pytest.UsageError(f"accelgate: {error}") from None
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """`accelgate_case`: every case of the (narrowed) matrix whose task the module declares."""
     if "accelgate_case" not in metafunc.fixturenames:
         return
     state = state_of(metafunc.config)
@@ -120,96 +158,81 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise pytest.UsageError(f"accelgate_tasks{unknown} in {metafunc.definition.nodeid}: tasks are {', '.join(TASKS)}")
+    metafunc.parametrize("accelgate_case", case_params(state, state.session.matrix.for_tasks(tasks)))
+
+
+def case_params(state: AccelgateState, cases) -> list:
+    """pytest params for cases: ids `model/backend/WxH`, the gpu marker, a skip with the reason."""
     params = []
-    for case in state.matrix.for_tasks(tasks):
+    for case in cases:
         marks = [pytest.mark.gpu] if case.model.gpu else []
-        reason = state.run.skip_reason(case)
+        try:
+            reason = state.session.skip_reason(case)
+        except ConfigError as error:
+            raise pytest.UsageError(f"accelgate: {error}") from None
         if reason:
             marks.append(pytest.mark.skip(reason=reason))
         params.append(pytest.param(case, id=case.id, marks=marks))
-    metafunc.parametrize("accelgate_case", params)
+    return params
+
+
+def _writes_a_baseline(item: pytest.Item) -> bool:
+    """The per-image gate's reference cases are what --regen-baselines runs."""
+    params = getattr(item, "callspec", None) and item.callspec.params
+    case = params.get("accelgate_case") if params else None
+    return (case is not None and case.reference and item.get_closest_marker("benchmark") is None
+            and "benchmark" not in getattr(item, "fixturenames", ()))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """With --regen-baselines only the reference backend's cases run: they write baselines."""
+    """The one regen deselect: with --regen-baselines only the reference backend's per-image
+    cases run (they write baselines); every other accelgate case (other backends, speed,
+    distribution) is deselected. Tests that are not accelgate cases run as usual."""
     if not config.option.regen_baselines:
         return
     keep, drop = [], []
     for item in items:
-        case = getattr(item, "callspec", None) and item.callspec.params.get("accelgate_case")
-        (drop if case is not None and not case.reference else keep).append(item)
+        params = getattr(item, "callspec", None) and item.callspec.params
+        is_case = bool(params) and any(name in params for name in CASE_FIXTURES)
+        (drop if is_case and not _writes_a_baseline(item) else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
 
 
-class QualityFixture:
-    """What a test module sees: ask for a verdict; a skip outcome becomes a pytest skip."""
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    """xdist controller: merge a finished worker's parts into the one report's."""
+    from accelgate.report.writer import merge_part
 
-    def __init__(self, state: AccelgateState):
-        self.state = state
-        self.run = state.run
-
-    def verdict(self, case):
-        verdict = self.run.evaluate(case)
-        if verdict.outcome == "skipped":
-            pytest.skip(verdict.reason)
-        return verdict
-
-
-def _case_of(item: pytest.Item):
-    callspec = getattr(item, "callspec", None)
-    return callspec.params.get("accelgate_case") if callspec else None
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call):
-    """A per-image quality case skipped at setup (no CUDA, missing package or weights)
-    still appears in results.json and the summary, with its reason."""
-    report = yield
-    case = _case_of(item)
-    if case is not None and call.when == "setup" and report.skipped and item.get_closest_marker("quality") \
-            and not item.get_closest_marker("slow") and not item.get_closest_marker("benchmark"):
-        from accelgate.verdict import problem
-
-        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-        state_of(item.config).run.results.append(problem(case, "skipped", reason.removeprefix("Skipped: ")))
-    return report
-
-
-@pytest.fixture(scope="session")
-def accelgate(request: pytest.FixtureRequest) -> QualityFixture:
-    return QualityFixture(state_of(request.config))
+    state = node.config.stash.get(STATE, None)
+    text = getattr(node, "workeroutput", {}).get(WORKER_PARTS)
+    if state is None or text is None:
+        return
+    merged = state.worker_parts if state.worker_parts is not None else {}
+    for gate, part in json.loads(text).items():
+        merged[gate] = merge_part(merged.get(gate), part)
+    state.worker_parts = merged
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    state = session.config.stash.get(STATE, None)
-    if state is None or state.run.report_dir is None or not (state.run.results or state.extra_sections):
-        return
-    from accelgate.report import write_report
-
-    write_report(state.run, state.run.report_dir, state.extra_sections, state.extra_json)
-
-
-def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    """The one place the report is written (a worker sends its parts to the controller instead)."""
+    config = session.config
     state = config.stash.get(STATE, None)
-    if state is None or not state.run.results:
+    if state is None:
         return
-    from accelgate.runner import summary_counts
+    parts = state.parts()
+    if _is_worker(config):
+        config.workeroutput[WORKER_PARTS] = json.dumps(parts)
+        return
+    if state.report_dir is None or not parts:
+        return
+    from accelgate.report.writer import write_report
 
-    run = state.run
-    write = terminalreporter.write_line
-    terminalreporter.section("accelgate")
-    counts = summary_counts(run.results)
-    write(f"device {run.device} (baselines: {run.store.device_class}); cases: "
-          + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-          + f"; {len(state.matrix.not_applicable)} combinations n/a (see the report)")
-    drift = [v for v in run.results if v.reference and v.outcome == "failed" and v.checks]
-    for verdict in drift:
-        write(f"REFERENCE DRIFT {verdict.case_id}: {verdict.reason.splitlines()[0]}", red=True)
-    for model, why in sorted(run.stale_models.items()):
-        write(f"STALE {model}: {why}", red=True)
-    for path in run.written_baselines:
-        write(f"baseline written: {path}")
-    if run.report_dir is not None:
-        write(f"report: {run.report_dir / 'summary.md'} and {run.report_dir / 'results.json'}")
+    state.results = write_report(state.report_dir, state.run_meta(), parts)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(STATE, None)
+    if state is not None:
+        state.session.close()

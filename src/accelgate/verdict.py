@@ -14,6 +14,16 @@ from typing import Any
 OUTCOMES = ("passed", "failed", "error", "skipped")
 
 
+def count_outcomes(verdicts) -> dict[str, int]:
+    """How many verdicts (or their results.json dicts) have each outcome: the one count every
+    summary line and report uses."""
+    counts: dict[str, int] = {}
+    for verdict in verdicts:
+        outcome = verdict["outcome"] if isinstance(verdict, dict) else verdict.outcome
+        counts[outcome] = counts.get(outcome, 0) + 1
+    return counts
+
+
 @dataclass(frozen=True)
 class Check:
     metric: str
@@ -40,13 +50,13 @@ class Check:
 
     def line(self) -> str:
         direction = "higher is better" if self.higher_is_better else "lower is better"
-        value = _fmt(self.value)
+        value = fmt_value(self.value)
         if self.ci is not None:
-            value += f" (95% CI {_fmt(self.ci[0])}..{_fmt(self.ci[1])})"
+            value += f" (95% CI {fmt_value(self.ci[0])}..{fmt_value(self.ci[1])})"
         if self.threshold is None:
             return f"  {self.metric:<12} {value:<14} (reported, not gated; {direction})"
         mark = "ok  " if self.passed else "FAIL"
-        text = f"  {mark} {self.metric:<12} {value:<14} {self.op} {_fmt(self.threshold)}  ({direction})"
+        text = f"  {mark} {self.metric:<12} {value:<14} {self.op} {fmt_value(self.threshold)}  ({direction})"
         if self.reason:
             text += f"  [loosened: {self.reason}]"
         if self.note:
@@ -54,17 +64,17 @@ class Check:
         return text
 
     def as_json(self) -> dict[str, Any]:
-        data = {"value": _json_number(self.value), "threshold": self.threshold, "op": self.op, "passed": self.passed}
+        data = {"value": json_number(self.value), "threshold": self.threshold, "op": self.op, "passed": self.passed}
         if self.reason:
             data["loosened_because"] = self.reason
         if self.ci is not None:
-            data["ci"] = [_json_number(v) for v in self.ci]
+            data["ci"] = [json_number(v) for v in self.ci]
         if self.note:
             data["note"] = self.note
         return data
 
 
-def _fmt(value: float) -> str:
+def fmt_value(value: float) -> str:
     if value is None:
         return "-"
     if math.isinf(value):
@@ -74,7 +84,7 @@ def _fmt(value: float) -> str:
     return f"{value:.4f}" if abs(value) < 1000 else f"{value:.1f}"
 
 
-def _json_number(value: float) -> float | str:
+def json_number(value: float) -> float | str:
     """JSON has no infinity: identical images have PSNR 'inf', written as the string."""
     if value is None or math.isnan(value):
         return "nan"
@@ -94,7 +104,7 @@ class ImageRecord:
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["metrics"] = {k: _json_number(v) for k, v in self.metrics.items()}
+        data["metrics"] = {k: json_number(v) for k, v in self.metrics.items()}
         return data
 
 
@@ -152,7 +162,7 @@ def judge(case, checks: list[Check], images: list[ImageRecord] | None = None,
     if not failed:
         outcome, reason = "passed", ""
     else:
-        names = ", ".join(f"{c.metric} {_fmt(c.value)} {'<' if c.higher_is_better else '>'} {_fmt(c.threshold)}"
+        names = ", ".join(f"{c.metric} {fmt_value(c.value)} {'<' if c.higher_is_better else '>'} {fmt_value(c.threshold)}"
                           for c in failed)
         outcome = "failed"
         if case.reference:

@@ -351,8 +351,8 @@ def test_factory_returning_something_else_than_the_pipeline(factories):
     spec = user_backend("mine", "my_accel:returns_unet")
     returned_unet = "factory 'my_accel:returns_unet' returned UNet2DConditionModel.*must return the pipeline"
     with pytest.raises(TypeError, match=returned_unet):
-        spec.apply(fresh("tiny-sd"))
+        spec.apply_to(fresh("tiny-sd"))
     spec = user_backend("mine", "my_accel:forgets_return")
     forgot = r"returned NoneType \(did it modify the pipeline in place and forget `return pipe`\?\)"
     with pytest.raises(TypeError, match=forgot):
-        spec.apply(fresh("tiny-sd"))
+        spec.apply_to(fresh("tiny-sd"))

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from accelgate.baselines import BaselineError, BaselineStore, stale_fields
+from accelgate.quality.baselines import BaselineError, BaselineStore, stale_fields
 
 REGEN = "pytest -m quality --regen-baselines -k \"m/eager/16x16\""
 
@@ -38,7 +38,7 @@ def test_interrupted_write_leaves_previous_baseline(tmp_path, monkeypatch):
     def broken_png(path, image):
         raise KeyboardInterrupt  # the user hit Ctrl-C in the middle of a regen
 
-    monkeypatch.setattr("accelgate.baselines.write_png", broken_png)
+    monkeypatch.setattr("accelgate.quality.baselines.write_png", broken_png)
     with pytest.raises(KeyboardInterrupt):
         _write(store, value=99)
     baseline = store.read("m/eager/16x16", "m", "16x16")
@@ -80,7 +80,7 @@ def test_corrupt_png_is_reported(tmp_path):
 
 
 def test_edited_png_fails_its_hash(tmp_path):
-    from accelgate.baselines import write_png
+    from accelgate.quality.baselines import write_png
 
     store = _store(tmp_path)
     directory, _ = _write(store)

@@ -1,4 +1,4 @@
-"""The recompile counter and the compile-cache helper (accelgate.compile_tracking).
+"""The recompile counter and the compile-cache helper (accelgate.speed.compile_tracking).
 
 Dynamo's counts do not depend on the compiler backend, so most tests compile with
 backend="eager" (milliseconds); the one real inductor test is marked slow.
@@ -10,10 +10,10 @@ import os
 import pytest
 import torch
 
-from accelgate.compile_tracking import (
+from accelgate.speed.compile_tracking import (
     CompileCache, RecompileBudgetExceeded, RecompileCounter, reset_compiler_state,
 )
-from accelgate.timing import MeasurementError, time_call
+from accelgate.speed.timing import MeasurementError, time_call
 
 
 # ---------------------------------------------------------------- RecompileCounter

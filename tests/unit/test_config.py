@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from accelgate.config import ConfigError, build_config, parse_device, parse_name_list, parse_resolution
+from accelgate.config.load import build_config
+from accelgate.config.schema import ConfigError, parse_device, parse_name_list, parse_resolution
 from accelgate.matrix import build_matrix
 
 SOURCE = Path("/project/accelgate.toml")

@@ -18,10 +18,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from accelgate.config import ConfigError
-from accelgate.distribution_config import check_names, parse_prompt_limit, tolerance_for, validate_distribution_table
-from accelgate.distribution_measure import Measured
-from accelgate.distribution_run import DistributionRun
+from accelgate.config.distribution import check_names, tolerance_for, validate_distribution_table
+from accelgate.config.schema import ConfigError, parse_prompt_limit
+from accelgate.distribution.measure import Measured
+from accelgate.distribution.run import DistributionRun
 from accelgate.matrix import Case
 from accelgate.models.registry import ModelSpec
 
@@ -152,7 +152,7 @@ def test_the_interval_narrows_as_prompts_grow():
 
 
 def test_set_metrics_gate_the_delta_in_the_right_direction():
-    from accelgate.metrics.distribution import DistributionResult
+    from accelgate.metrics.set_stats import DistributionResult
 
     def result(metric, value):
         return DistributionResult(metric, value, 0.5, 200, None, "test")
@@ -169,7 +169,7 @@ def test_set_metrics_gate_the_delta_in_the_right_direction():
 
 
 def test_too_few_images_for_set_metrics_is_said_not_scored():
-    from accelgate.metrics.distribution import ImageFeatures
+    from accelgate.metrics.features import ImageFeatures
 
     one = ImageFeatures(pool=__import__("torch").ones(1, 8, dtype=__import__("torch").float64), logits=None,
                         image_size=(32, 32), extractor="test")
@@ -198,6 +198,9 @@ class TinyRun:
 
     def load(self, case):
         return copy.deepcopy(_tiny_sd())  # backends hook into the pipeline: a fresh one per case
+
+    def cleanup(self):
+        pass
 
 
 @functools.lru_cache(maxsize=1)
@@ -232,7 +235,7 @@ def empty_caches(tmp_path, monkeypatch):
 
 TINY = ModelSpec(id="tiny", task="text-to-image", pipeline_class="StableDiffusionPipeline", denoiser="unet",
                  source="tiny", resolutions=((32, 32),), steps=4, guidance_scale=1.0, prompt_set="diffusers-guide",
-                 builder=lambda: None)
+                 builder="accelgate.models.tiny:build_tiny_sd")
 
 
 def _case(backends, name):

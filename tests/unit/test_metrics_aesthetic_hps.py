@@ -16,7 +16,7 @@ from accelgate.metrics.aesthetic import (
 from accelgate.metrics.hps import OPENAI_MEAN, OPENAI_STD, HPSScorer, hps_preprocess, hps_score
 from accelgate.metrics.offline import random_aesthetic_head, tiny_clip, tiny_hps_scorer, tiny_open_clip
 from accelgate.metrics.weights import MetricWeightsCorrupt, MetricWeightsMissing
-from accelgate.prompts import get_prompt_set, load_sample_image
+from accelgate.prompts.sets import get_prompt_set, load_sample_image
 
 PUBLISHED_SHAPES = {  # improved-aesthetic-predictor's MLP(768)
     "layers.0.weight": (1024, 768), "layers.0.bias": (1024,), "layers.2.weight": (128, 1024), "layers.2.bias": (128,),

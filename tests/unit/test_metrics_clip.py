@@ -14,9 +14,10 @@ import torch.nn.functional as F
 from accelgate.metrics.clip import (
     ClipFeatures, clip_score, clip_score_mean, directional_similarity, image_similarity,
 )
-from accelgate.metrics.offline import offline_clip_tokenizer, tiny_clip_model_and_processor
+from accelgate.metrics.offline import tiny_clip_model_and_processor
+from accelgate.models.tokenizers import clip_tokenizer
 from accelgate.metrics.weights import MetricWeightsMissing
-from accelgate.prompts import get_prompt_set, load_sample_image
+from accelgate.prompts.sets import get_prompt_set, load_sample_image
 
 
 @pytest.fixture(autouse=True)
@@ -68,7 +69,7 @@ def test_offline_tokenizer_matches_open_clip():
     from open_clip.tokenizer import SimpleTokenizer
 
     prompts = [p.prompt for p in get_prompt_set("diffusers-guide").items + get_prompt_set("parti-sample").items]
-    ours = offline_clip_tokenizer()(prompts).input_ids
+    ours = clip_tokenizer()(prompts).input_ids
     reference = SimpleTokenizer()(prompts)  # OpenAI's tokenizer as open_clip ships it
     for ids, ref in zip(ours, reference):
         assert ids == ref[: len(ids)].tolist() and ref[len(ids):].eq(0).all()

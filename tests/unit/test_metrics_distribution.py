@@ -8,15 +8,15 @@ import pytest
 import scipy.linalg
 import torch
 
-from accelgate.metrics.distribution import (
-    ImageFeatureExtractor, InceptionFeatures, InsufficientSamples, as_uint8_nchw, fid, fid_vs_real,
-    inception_score, kid, real_image_batches,
+from accelgate.metrics.features import (
+    ImageFeatureExtractor, InceptionFeatures, InsufficientSamples, as_uint8_nchw, real_image_batches,
 )
 from accelgate.metrics.lpips import LpipsMetric
 from accelgate.metrics.offline import TinyFeatureExtractor, tiny_lpips
+from accelgate.metrics.set_stats import fid, fid_vs_real, inception_score, kid
 from accelgate.metrics.stats import delta_gate
 from accelgate.metrics.weights import MetricWeightsCorrupt, MetricWeightsMissing
-from accelgate.prompts import load_sample_image
+from accelgate.prompts.sets import load_sample_image
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ import torch
 
 from accelgate.metrics.offline import tiny_clip
 from accelgate.metrics.stats import delta_gate, mean_with_ci, paired_noninferiority
-from accelgate.prompts import load_sample_image
+from accelgate.prompts.sets import load_sample_image
 
 
 def hps_like(n: int, seed: int = 0) -> np.ndarray:

@@ -160,7 +160,7 @@ def test_stale_and_wrong_size_baselines_name_the_problem(pytester, project):
 
 def test_reference_drift_is_named(pytester, project):
     config = _with_baselines(pytester, project, '["eager"]')
-    from accelgate.baselines import BaselineStore
+    from accelgate.quality.baselines import BaselineStore
 
     store = BaselineStore(pytester.path / "baselines", "cpu", lambda case_id: "")
     baseline = store.read("x", "tiny-dit", "32x32")

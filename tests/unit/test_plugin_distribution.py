@@ -42,7 +42,7 @@ def metric_libraries_imported_once():
 
     for name in ("torch._dynamo", "torchvision.ops", "open_clip", "lpips", "torchmetrics.image.fid",
                  "torchmetrics.image.kid", "torch_fidelity.metric_isc", "scipy.stats", "skimage.metrics",
-                 "diffusers", "accelgate.distribution_run", "accelgate.metrics.offline"):
+                 "diffusers", "accelgate.distribution.run", "accelgate.metrics.offline"):
         importlib.import_module(name)
 
 

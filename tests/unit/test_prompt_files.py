@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from accelgate.prompt_files import (
+from accelgate.prompts.files import (
     HPD_STYLES, PromptFileError, PromptFileMissing, load_coco30k, load_drawbench, load_hpdv2, load_partiprompts,
     load_prompt_file_set,
 )
-from accelgate.prompts import PromptSet
+from accelgate.prompts.sets import PromptSet
 
 
 @pytest.fixture

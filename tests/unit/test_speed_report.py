@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from accelgate.machine import MACHINE_INFO_KEY
-from accelgate.speed_report import (
+from accelgate.speed.report import (
     build_speed_table, cases_from_runs, find_runs, load_run, resolution_label, speed_report,
 )
 

@@ -18,11 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from accelgate.config import ConfigError, build_config
+from accelgate.config.load import build_config
+from accelgate.config.schema import ConfigError
+from accelgate.config.speed import DEFAULTS, Floor, validate_speed_table
 from accelgate.matrix import build_matrix
-from accelgate.runner import QualityRun
-from accelgate.speed import DEFAULTS, Floor, SpeedSession, run_rounds, validate_speed_table
-from accelgate.timing import WallTimer
+from accelgate.session import Session
+from accelgate.speed.case import run_rounds
+from accelgate.speed.session import SpeedSession
+from accelgate.speed.timing import WallTimer
 
 MiB = 2**20
 
@@ -113,7 +116,7 @@ def session_for(root: Path, backends: dict[str, str], speed: dict | None = None,
 
     config = build_config(tomllib.loads(path.read_text()), path, root)
     matrix = build_matrix(config)
-    session = SpeedSession(QualityRun(config, "cpu", matrix, store=None))
+    session = SpeedSession(Session(config, "cpu"))
     _SESSIONS.append(session)
     return session, list(matrix.cases)
 
@@ -354,8 +357,8 @@ class _LegacyCallbackPipe(_NoCallbackPipe):
 
 @pytest.mark.parametrize("pipe_class, source", [(_NoCallbackPipe, "scheduler.step"), (_LegacyCallbackPipe, "callback")])
 def test_step_stamps_without_callback_on_step_end(pipe_class, source):
-    from accelgate.speed_case import step_source, step_stamps
-    from accelgate.timing import StepTimer
+    from accelgate.speed.case import step_source, step_stamps
+    from accelgate.speed.timing import StepTimer
 
     pipe, timer = pipe_class(), StepTimer("cpu")
     before = pipe.scheduler.step
@@ -367,8 +370,8 @@ def test_step_stamps_without_callback_on_step_end(pipe_class, source):
 
 
 def test_step_stamps_restore_a_scheduler_patched_before():
-    from accelgate.speed_case import step_stamps
-    from accelgate.timing import StepTimer
+    from accelgate.speed.case import step_stamps
+    from accelgate.speed.timing import StepTimer
 
     pipe = _NoCallbackPipe()
     own = pipe.scheduler.step

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from accelgate.timing import (
+from accelgate.speed.timing import (
     MeasurementError, PeakMemory, StepTimer, WallTimer, measure_call, measure_generation, time_call,
 )
 

@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from typing import Any, Callable, Iterator
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from accelgate.backends.registry import BackendSpec, Requirement, register
 from accelgate.backends.torch_backends import denoiser_of
-from accelgate.models.registry import ModelSpec, frozen_mapping
+from accelgate.models.registry import ModelSpec
+from accelgate.registry import frozen_mapping
+
+if TYPE_CHECKING:  # torch is imported when a case applies a backend, not at import
+    import torch
 
 CONTEXT_NAME = "accelgate"  # CFG runs cond and uncond in one batched call: one context is enough
 _DRIVER_ATTR = "_accelgate_cache_driver"
@@ -144,6 +146,8 @@ class _CacheDriver:
             value = self.signature.bind_partial(self.denoiser, *args, **kwargs).arguments.get("timestep")
         except TypeError:
             return None
+        import torch
+
         if isinstance(value, torch.Tensor):
             return float(value.flatten()[0]) if value.numel() else None
         return None if value is None else float(value)
@@ -278,6 +282,8 @@ def apply_taylorseer(
     """
     from diffusers.hooks import TaylorSeerCacheConfig, apply_taylorseer_cache
     from diffusers.hooks.taylorseer_cache import _TAYLORSEER_CACHE_HOOK
+
+    import torch
 
     dtype = getattr(torch, taylor_factors_dtype, None)
     if not isinstance(dtype, torch.dtype):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-from accelgate.models.registry import frozen_mapping
+from accelgate.registry import frozen_mapping
 from accelgate.backends.registry import BackendSpec, Requirement, register
 
 ONEDIFFX = Requirement("onediffx", "pip install --pre onediff onediffx")

@@ -8,16 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
-from accelgate.models.registry import frozen_mapping
+from accelgate.registry import frozen_mapping
 from accelgate.backends.registry import BackendSpec, Requirement, register
 from accelgate.backends.torch_backends import denoiser_of
 
-_FLOAT8 = {
-    "float8_e4m3fn": torch.float8_e4m3fn,
-    "float8_e5m2": torch.float8_e5m2,
-}
+_FLOAT8 = ("float8_e4m3fn", "float8_e5m2")  # torch dtype names (torch is imported when a case applies)
 
 
 def apply_fp8_layerwise(pipe: Any, *, storage_dtype: str = "float8_e4m3fn") -> Any:
@@ -29,12 +24,13 @@ def apply_fp8_layerwise(pipe: Any, *, storage_dtype: str = "float8_e4m3fn") -> A
     skips the layers it knows are sensitive (patch embeddings, norms) by default; those
     defaults are kept, since they are what a user of the API gets.
     """
-    try:
-        storage = _FLOAT8[storage_dtype]
-    except KeyError:
+    import torch
+
+    if storage_dtype not in _FLOAT8:
         raise ValueError(
             f"fp8-layerwise: storage_dtype={storage_dtype!r} is not supported; use one of {', '.join(_FLOAT8)}"
-        ) from None
+        )
+    storage = getattr(torch, storage_dtype)
     _, denoiser = denoiser_of(pipe)
     denoiser.enable_layerwise_casting(storage_dtype=storage, compute_dtype=denoiser.dtype)
     return pipe

@@ -13,7 +13,8 @@ import importlib.util
 from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager, Mapping
 
-from accelgate.models.registry import ModelSpec, frozen_mapping
+from accelgate.models.registry import ModelSpec
+from accelgate.registry import Registry, frozen_mapping
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class BackendSpec:
     call_context: Callable[[Any], ContextManager[Any]] = field(default=_no_context, compare=False)
     lossy: bool = False  # documentation: a lossy backend needs an explicit, reasoned tolerance
     user: bool = False  # declared in a config file through `factory`
+    factory: str = ""  # a user backend's "module:function", named in its error messages
 
     def skip_reason(self, device: str) -> str | None:
         """Why this backend cannot run here, phrased as what to do; None when it can."""
@@ -71,6 +73,10 @@ class BackendSpec:
             problems.append("missing package(s) " + "; ".join(f"{r.module} ({r.install})" for r in missing))
         return f"backend {self.name!r} needs " + " and ".join(problems) if problems else None
 
+    def apply_to(self, pipe: Any) -> Any:
+        """Apply with the configured options; the one place that checks a pipeline came back."""
+        return returned_pipeline(self.apply(pipe, **dict(self.options)), self)
+
     def with_options(self, options: Mapping[str, Any]) -> "BackendSpec":
         from dataclasses import replace
 
@@ -79,18 +85,26 @@ class BackendSpec:
         return replace(self, options=frozen_mapping(merged))
 
 
-BACKENDS: dict[str, BackendSpec] = {}
+def returned_pipeline(result: Any, spec: BackendSpec) -> Any:
+    """`result` if it is a diffusers pipeline, else a TypeError naming the backend (and a
+    user backend's factory) and the usual mistake."""
+    from diffusers import DiffusionPipeline
+
+    if isinstance(result, DiffusionPipeline):
+        return result
+    hint = " (did it modify the pipeline in place and forget `return pipe`?)" if result is None else ""
+    who = f"backend {spec.name!r}" + (f": factory {spec.factory!r}" if spec.factory else "")
+    what = "factory" if spec.factory else "apply function"
+    raise TypeError(f"{who} returned {type(result).__name__}{hint}, not a diffusers DiffusionPipeline; the {what} "
+                    "must return the pipeline to run (the one it was given, modified, or a new one)")
+
+
+BACKENDS: Registry[BackendSpec] = Registry("backend")
 
 
 def register(spec: BackendSpec) -> BackendSpec:
-    if spec.name in BACKENDS:
-        raise ValueError(f"backend {spec.name!r} is registered twice")
-    BACKENDS[spec.name] = spec
-    return spec
+    return BACKENDS.register(spec.name, spec)
 
 
 def get_backend(name: str) -> BackendSpec:
-    try:
-        return BACKENDS[name]
-    except KeyError:
-        raise KeyError(f"unknown backend {name!r}; known backends: {', '.join(sorted(BACKENDS))}") from None
+    return BACKENDS.get_entry(name)

@@ -16,12 +16,14 @@ Shared helpers for the other backend modules (`denoiser_of`, `pipeline_class_of`
 from __future__ import annotations
 
 import inspect
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from accelgate.backends.registry import BackendSpec, register
-from accelgate.models.registry import ModelSpec, frozen_mapping
+from accelgate.models.registry import ModelSpec
+from accelgate.registry import frozen_mapping
+
+if TYPE_CHECKING:  # torch is imported by the functions that apply a backend, not at import
+    import torch
 
 DENOISER_ATTRS = ("unet", "transformer")
 
@@ -98,6 +100,8 @@ def apply_channels_last(pipe: Any) -> Any:
     within float rounding; a difference beyond that is a kernel bug, which is what this
     backend is here to catch.
     """
+    import torch
+
     _, denoiser = denoiser_of(pipe)
     denoiser.to(memory_format=torch.channels_last)
     vae = getattr(pipe, "vae", None)
@@ -143,6 +147,8 @@ def apply_fuse_qkv(pipe: Any) -> Any:
 
 def half_dtype_for(device: torch.device) -> torch.dtype:
     """float16 on CUDA (what GPU deployments use), bfloat16 elsewhere (CPU has fast bf16)."""
+    import torch
+
     return torch.float16 if device.type == "cuda" else torch.bfloat16
 
 

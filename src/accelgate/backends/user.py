@@ -13,7 +13,7 @@ import importlib
 from typing import Any, Callable, Mapping
 
 from accelgate.backends.registry import BackendSpec, Requirement
-from accelgate.models.registry import frozen_mapping
+from accelgate.registry import frozen_mapping
 
 _HOW_TO_FIX = (
     "write it as 'package.module:function', and make the module importable from the test run "
@@ -57,29 +57,6 @@ def resolve_factory(text: str, *, backend: str | None = None) -> Callable[..., A
     return target
 
 
-def _checked_apply(name: str, factory: str, function: Callable[..., Any]) -> Callable[..., Any]:
-    def apply(pipe: Any, **options: Any) -> Any:
-        from diffusers import DiffusionPipeline
-
-        result = function(pipe, **options)
-        if isinstance(result, DiffusionPipeline):
-            return result
-        hint = (
-            " (did it modify the pipeline in place and forget `return pipe`?)"
-            if result is None
-            else ""
-        )
-        raise TypeError(
-            f"backend {name!r}: factory {factory!r} returned {type(result).__name__}{hint}, not a diffusers "
-            "DiffusionPipeline; the factory must return the pipeline to run (the one it was given, modified, "
-            "or a new one)"
-        )
-
-    apply.__name__ = f"user_backend[{name}]"
-    apply.__qualname__ = apply.__name__
-    return apply
-
-
 def user_backend(
     name: str,
     factory: str,
@@ -90,7 +67,7 @@ def user_backend(
     packages: tuple[Requirement, ...] = (),
     lossy: bool = False,
 ) -> BackendSpec:
-    """A `BackendSpec` whose apply calls `factory(pipe, **options)` and checks the result.
+    """A `BackendSpec` whose apply is `factory(pipe, **options)` (`apply_to` checks the result).
 
     The factory is imported now (see module docstring). `lossy` defaults to False: a user
     backend is held to the strict default tolerance until the config loosens it with a
@@ -99,11 +76,12 @@ def user_backend(
     function = resolve_factory(factory, backend=name)
     return BackendSpec(
         name=name,
-        apply=_checked_apply(name, factory, function),
+        apply=function,
         description=description or f"user backend {factory}",
         options=frozen_mapping(options),
         needs_cuda=needs_cuda,
         packages=tuple(packages),
         lossy=lossy,
         user=True,
+        factory=factory,
     )

@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from accelgate.metrics.distribution import as_uint8_nchw
+from accelgate.metrics.features import as_uint8_nchw
 from accelgate.metrics.weights import MetricWeightsCorrupt, resolve_model_dir
 
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"  # torchmetrics' default; the aesthetic head needs it too

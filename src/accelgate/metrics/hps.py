@@ -27,10 +27,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from accelgate.metrics.distribution import as_uint8_nchw
+from accelgate.metrics.catalog import HPS_VERSIONS
+from accelgate.metrics.features import as_uint8_nchw
 from accelgate.metrics.weights import MetricWeightsCorrupt, load_checkpoint, load_state_dict_strict, resolve_file
 
-HPS_VERSIONS = {"v2.0": "hps-v2.0", "v2.1": "hps-v2.1"}
 HPS_MODEL = "ViT-H-14"
 HPS_TABLE_SCALE = 100  # published HPS tables report 100 x cosine
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)

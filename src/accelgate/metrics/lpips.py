@@ -13,10 +13,9 @@ import warnings
 
 import torch
 
-from accelgate.metrics.distribution import as_uint8_nchw
+from accelgate.metrics.catalog import LPIPS_NETS
+from accelgate.metrics.features import as_uint8_nchw
 from accelgate.metrics.weights import MetricWeightsCorrupt, load_checkpoint, resolve_file
-
-LPIPS_NETS = ("alex", "vgg", "squeeze")
 
 
 def _build(net: str):

@@ -7,69 +7,21 @@ the real *tokenizers* but tiny sizes and seeded random weights, in well under a 
 Their numbers mean nothing about image quality: every holder they return has
 `random_weights = True` and a label that says so (`RANDOM_LABEL`), and reports must print it.
 
-- The CLIP tokenizer is the real one: open_clip's wheel ships OpenAI's BPE merges
-  (`bpe_simple_vocab_16e6.txt.gz`); the vocabulary is rebuilt from it the way CLIP builds it
-  (byte symbols, their end-of-word forms, one token per merge, then the two specials), and
-  transformers 5's `CLIPTokenizer(vocab=dict, merges=list)` takes it. The file is located
-  without importing open_clip (a 3 s import).
+- The CLIP tokenizer is the real one, rebuilt offline from the BPE merges in open_clip's
+  wheel (`accelgate.models.tokenizers`, shared with the tiny pipelines).
 - The tiny open_clip model uses open_clip's own `CLIP` class and `SimpleTokenizer`.
 - The feature extractor is a small conv net with the Inception interface (pool features +
   class logits from uint8 images), for FID/KID/IS.
 """
 from __future__ import annotations
 
-import gzip
-import importlib.util
-from functools import lru_cache
-from pathlib import Path
-
 import torch
 from torch import nn
 
-from accelgate.metrics.distribution import ImageFeatureExtractor
+from accelgate.metrics.catalog import RANDOM_LABEL
+from accelgate.metrics.features import ImageFeatureExtractor
+from accelgate.models.tokenizers import clip_tokenizer
 
-RANDOM_LABEL = "random-weight (CPU test model: values carry no quality meaning)"
-
-
-def open_clip_bpe_path() -> Path:
-    spec = importlib.util.find_spec("open_clip")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("open_clip_torch is not installed; it ships the CLIP BPE vocabulary")
-    path = Path(list(spec.submodule_search_locations)[0]) / "bpe_simple_vocab_16e6.txt.gz"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: the CLIP BPE vocabulary is missing from the open_clip wheel")
-    return path
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible byte -> printable character table (needed to rebuild the vocabulary)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    extra = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + extra)
-            extra += 1
-    return dict(zip(bs, map(chr, cs)))
-
-
-@lru_cache(maxsize=1)
-def _clip_vocab() -> tuple[dict[str, int], tuple[tuple[str, str], ...]]:
-    lines = gzip.open(open_clip_bpe_path()).read().decode("utf-8").split("\n")
-    merges = tuple(tuple(line.split()) for line in lines[1:49152 - 256 - 2 + 1])
-    symbols = list(_bytes_to_unicode().values())
-    vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]
-    vocab += ["<|startoftext|>", "<|endoftext|>"]
-    return {token: i for i, token in enumerate(vocab)}, merges
-
-
-def offline_clip_tokenizer(max_length: int = 77):
-    """The real CLIP tokenizer (49408 tokens) as a transformers `CLIPTokenizer`, built offline."""
-    from transformers import CLIPTokenizer
-
-    vocab, merges = _clip_vocab()
-    return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=max_length)
 
 
 def tiny_clip_model_and_processor(seed: int = 0, image_size: int = 32, projection_dim: int = 768, width: int = 32):
@@ -89,7 +41,7 @@ def tiny_clip_model_and_processor(seed: int = 0, image_size: int = 32, projectio
     model = CLIPModel(config).eval()
     image_processor = CLIPImageProcessor(size={"shortest_edge": image_size},
                                          crop_size={"height": image_size, "width": image_size})
-    return model, CLIPProcessor(image_processor=image_processor, tokenizer=offline_clip_tokenizer())
+    return model, CLIPProcessor(image_processor=image_processor, tokenizer=clip_tokenizer())
 
 
 def tiny_clip(seed: int = 0, device="cpu", batch_size: int = 8, projection_dim: int = 768):
@@ -106,13 +58,6 @@ def random_aesthetic_head(seed: int = 0):
 
     torch.manual_seed(seed)
     return AestheticHead().eval()
-
-
-def tiny_aesthetic_scorer(seed: int = 0, device="cpu"):
-    from accelgate.metrics.aesthetic import AestheticScorer
-
-    return AestheticScorer(tiny_clip(seed, device), random_aesthetic_head(seed),
-                           label=f"aesthetic head on tiny CLIP, {RANDOM_LABEL}", random_weights=True)
 
 
 def tiny_open_clip(seed: int = 0, image_size: int = 32, embed_dim: int = 16):

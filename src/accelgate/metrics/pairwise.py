@@ -9,19 +9,11 @@ script subtracted uint8 arrays and wrapped around.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class PairwiseMetric:
-    name: str
-    function: Callable[[np.ndarray, np.ndarray], float]
-    higher_is_better: bool
-    unit: str
-    description: str
+from accelgate.metrics.catalog import PER_IMAGE
 
 
 def _check_pair(candidate: np.ndarray, baseline: np.ndarray) -> None:
@@ -62,19 +54,14 @@ def color_shift(candidate: np.ndarray, baseline: np.ndarray) -> float:
     return float(np.max(np.abs(means)))
 
 
-PAIRWISE_METRICS: dict[str, PairwiseMetric] = {
-    m.name: m
-    for m in (
-        PairwiseMetric("ssim", ssim, True, "", "structural similarity (Wang et al.)"),
-        PairwiseMetric("psnr", psnr, True, "dB", "peak signal-to-noise ratio"),
-        PairwiseMetric("max_abs", max_abs, False, "levels", "largest absolute pixel difference"),
-        PairwiseMetric("color_shift", color_shift, False, "levels", "largest per-channel mean difference"),
-    )
+FUNCTIONS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "ssim": ssim, "psnr": psnr, "max_abs": max_abs, "color_shift": color_shift,
 }
 
 
 def compare_images(candidate: np.ndarray, baseline: np.ndarray) -> dict[str, float]:
-    return {name: metric.function(candidate, baseline) for name, metric in PAIRWISE_METRICS.items()}
+    """Every per-image metric of the catalog (direction and defaults: `catalog.PER_IMAGE`)."""
+    return {name: FUNCTIONS[name](candidate, baseline) for name in PER_IMAGE}
 
 
 def diff_image(candidate: np.ndarray, baseline: np.ndarray, gain: float = 8.0) -> np.ndarray:

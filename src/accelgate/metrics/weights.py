@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from accelgate.errors import CaseFailed, CaseUnavailable
 from accelgate.hub import hub_cache_dir
 
 ENV_WEIGHTS_DIR = "ACCELGATE_WEIGHTS_DIR"
@@ -93,7 +94,7 @@ WEIGHTS: dict[str, WeightSpec] = {
 }
 
 
-class MetricWeightsMissing(Exception):
+class MetricWeightsMissing(CaseUnavailable):
     """A metric's weights are not on this machine. Reads as a skip reason."""
 
     def __init__(self, key: str, wanted: str, searched: Iterable[str], prefetch: str, note: str = ""):
@@ -111,7 +112,7 @@ class MetricWeightsMissing(Exception):
         return str(self)
 
 
-class MetricWeightsCorrupt(Exception):
+class MetricWeightsCorrupt(CaseFailed):
     """Weights were found but cannot be used: unreadable, or not the expected state dict."""
 
 

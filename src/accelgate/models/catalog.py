@@ -6,43 +6,44 @@ steps, scheduler, seed, prompts) and are marked `gpu`.
 """
 from __future__ import annotations
 
-from accelgate.models import tiny
-from accelgate.models.registry import ModelSpec, frozen_mapping, register
+from accelgate.models.registry import ModelSpec, register
+from accelgate.registry import frozen_mapping
 
 TINY_RESOLUTIONS = ((32, 32), (64, 64))
+TINY = "accelgate.models.tiny:"  # builders are named, imported only when a model is built
 
 register(ModelSpec(
     id="tiny-sd", task="text-to-image", pipeline_class="StableDiffusionPipeline", denoiser="unet",
-    source="tiny", builder=tiny.build_tiny_sd, resolutions=TINY_RESOLUTIONS, steps=5, guidance_scale=5.0,
+    source="tiny", builder=TINY + "build_tiny_sd", resolutions=TINY_RESOLUTIONS, steps=5, guidance_scale=5.0,
     prompt_set="parti-sample", prompt_limit=2, description="tiny Stable Diffusion 1.x, random weights",
 ))
 register(ModelSpec(
     id="tiny-sdxl", task="text-to-image", pipeline_class="StableDiffusionXLPipeline", denoiser="unet",
-    source="tiny", builder=tiny.build_tiny_sdxl, resolutions=TINY_RESOLUTIONS, steps=5, guidance_scale=5.0,
+    source="tiny", builder=TINY + "build_tiny_sdxl", resolutions=TINY_RESOLUTIONS, steps=5, guidance_scale=5.0,
     prompt_set="parti-sample", prompt_limit=2, description="tiny SDXL (two text encoders), random weights",
 ))
 register(ModelSpec(
     id="tiny-sd-img2img", task="image-to-image", pipeline_class="StableDiffusionImg2ImgPipeline", denoiser="unet",
-    source="tiny", builder=tiny.build_tiny_sd_img2img, resolutions=TINY_RESOLUTIONS, steps=5, guidance_scale=5.0,
+    source="tiny", builder=TINY + "build_tiny_sd_img2img", resolutions=TINY_RESOLUTIONS, steps=5, guidance_scale=5.0,
     prompt_set="img2img-photos", prompt_limit=2, call_kwargs=frozen_mapping({"strength": 1.0}),
     description="tiny SD image-to-image on scikit-image photographs",
 ))
 register(ModelSpec(
     id="tiny-pix2pix", task="edit", pipeline_class="StableDiffusionInstructPix2PixPipeline", denoiser="unet",
-    source="tiny", builder=tiny.build_tiny_pix2pix, resolutions=TINY_RESOLUTIONS, steps=5, guidance_scale=7.5,
+    source="tiny", builder=TINY + "build_tiny_pix2pix", resolutions=TINY_RESOLUTIONS, steps=5, guidance_scale=7.5,
     prompt_set="pix2pix-edit", prompt_limit=2, call_kwargs=frozen_mapping({"image_guidance_scale": 1.5}),
     description="tiny InstructPix2Pix (8-channel UNet) on scikit-image photographs",
 ))
 register(ModelSpec(
     id="tiny-pixart", task="text-to-image", pipeline_class="PixArtSigmaPipeline", denoiser="transformer",
-    source="tiny", builder=tiny.build_tiny_pixart, resolutions=TINY_RESOLUTIONS, steps=5, guidance_scale=4.5,
+    source="tiny", builder=TINY + "build_tiny_pixart", resolutions=TINY_RESOLUTIONS, steps=5, guidance_scale=4.5,
     prompt_set="parti-sample", prompt_limit=2,
     call_kwargs=frozen_mapping({"use_resolution_binning": False, "clean_caption": False}),
     description="tiny PixArt-Sigma (T5 text encoder, DiT-style transformer)",
 ))
 register(ModelSpec(
     id="tiny-dit", task="class-conditional", pipeline_class="DiTPipeline", denoiser="transformer",
-    source="tiny", builder=tiny.build_tiny_dit, resolutions=TINY_RESOLUTIONS, steps=5, guidance_scale=4.0,
+    source="tiny", builder=TINY + "build_tiny_dit", resolutions=TINY_RESOLUTIONS, steps=5, guidance_scale=4.0,
     prompt_set="imagenet-classes", prompt_limit=2, description="tiny class-conditional DiT",
 ))
 

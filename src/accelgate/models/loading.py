@@ -19,13 +19,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from accelgate.errors import CaseUnavailable
 from accelgate.hub import hub_cache_dir
-from accelgate.models.registry import ModelSpec
+from accelgate.models.registry import ModelSpec, build
 
 DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
 
 
-class ModelUnavailable(Exception):
+class ModelUnavailable(CaseUnavailable):
     """A model's weights are not on this machine; the message says how to provide them."""
 
 
@@ -57,7 +58,7 @@ def ensure_tiny_built(spec: ModelSpec, cache_dir: Path | None = None) -> Path:
         # The builders seed the global RNG (torch.manual_seed(0) per component); without a
         # fork, whether the caller's RNG was reset would depend on whether the cache was warm.
         with torch.random.fork_rng(devices=[]):
-            pipe = spec.builder()
+            pipe = build(spec)
         pipe.save_pretrained(staging, safe_serialization=True)
         try:
             staging.rename(target)

@@ -2,32 +2,30 @@
 
 A spec says what the model is (pipeline class, task, denoiser kind), where its weights
 come from (built offline, the HF cache, or a local path) and the generation settings the
-seeds use for it. Adding a model is one `register(ModelSpec(...))` call.
+seeds use for it. Adding a model is one `register(ModelSpec(...))` call. A spec names its
+builder by import path, so describing the catalog imports no torch: a repository that
+installs the plugin and runs none of its cases pays nothing for it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
+from accelgate.registry import Registry, frozen_mapping
 TASKS = ("text-to-image", "image-to-image", "edit", "class-conditional")
 DENOISERS = ("unet", "transformer")
 SOURCES = ("tiny", "hub")
 DTYPES = ("float32", "float16", "bfloat16")
 
 
-def frozen_mapping(value: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
-    """A read-only mapping, so frozen dataclasses stay hashable-in-spirit and unshared."""
-    return MappingProxyType(dict(value or {}))
-
-
 @dataclass(frozen=True)
 class ModelSpec:
     """One model of the catalog.
 
-    `source="tiny"`: `builder()` returns a random-weight pipeline built offline with a fixed
-    seed; it is saved with `save_pretrained` and loaded back with `from_pretrained`, so the
-    real loading path runs. `source="hub"`: `repo_id` is looked up in the local HF cache
+    `source="tiny"`: `builder` ("module:function") names a function returning a pipeline
+    built offline with a fixed seed; it is saved with `save_pretrained` and loaded back with
+    `from_pretrained`, so the real loading path runs. `source="hub"`: `repo_id` is looked up in the local HF cache
     (offline) unless the config gives a `path`.
     """
 
@@ -46,7 +44,7 @@ class ModelSpec:
     prompt_limit: int | None = None  # how many prompts of the set one case generates
     repo_id: str = ""
     variant: str | None = None
-    builder: Callable[[], Any] | None = field(default=None, compare=False, repr=False)
+    builder: str | None = None  # "module:function", imported only when the model is built
     call_kwargs: Mapping[str, Any] = field(default_factory=frozen_mapping)
     gpu: bool = False
     description: str = ""
@@ -60,24 +58,26 @@ class ModelSpec:
         ):
             if value not in allowed:
                 raise ValueError(f"model {self.id!r}: {name}={value!r}; expected one of {', '.join(allowed)}")
-        if self.source == "tiny" and self.builder is None:
-            raise ValueError(f"model {self.id!r}: a tiny model needs a builder")
+        if self.source == "tiny" and (not isinstance(self.builder, str) or ":" not in self.builder):
+            raise ValueError(f"model {self.id!r}: a tiny model needs a builder 'module:function', got {self.builder!r}")
         if self.source == "hub" and not self.repo_id:
             raise ValueError(f"model {self.id!r}: a hub model needs a repo_id")
 
 
-MODELS: dict[str, ModelSpec] = {}
+MODELS: Registry[ModelSpec] = Registry("model")
 
 
 def register(spec: ModelSpec) -> ModelSpec:
-    if spec.id in MODELS:
-        raise ValueError(f"model {spec.id!r} is registered twice")
-    MODELS[spec.id] = spec
-    return spec
+    return MODELS.register(spec.id, spec)
 
 
 def get_model(model_id: str) -> ModelSpec:
-    try:
-        return MODELS[model_id]
-    except KeyError:
-        raise KeyError(f"unknown model {model_id!r}; known models: {', '.join(sorted(MODELS))}") from None
+    return MODELS.get_entry(model_id)
+
+
+def build(spec: ModelSpec) -> Any:
+    """Run a tiny model's builder (imported now, not when the catalog was described)."""
+    import importlib
+
+    module, _, function = spec.builder.partition(":")
+    return getattr(importlib.import_module(module), function)()

@@ -29,8 +29,6 @@ whose pieces come from the same vocabulary, so prompts tokenize into distinct re
 from __future__ import annotations
 
 import functools
-import gzip
-import importlib.util
 import math
 from pathlib import Path
 from typing import Any, Callable
@@ -38,70 +36,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from accelgate.models.tokenizers import clip_tokenizer, t5_tokenizer
+
 RECIPE_VERSION = "1"
 
-# CLIP: 256 byte symbols, 256 byte symbols ending a word, 48894 merges, 2 specials = 49408.
-_CLIP_MERGES = 49152 - 256 - 2
-_T5_PIECES = 8000  # vocabulary of the tiny T5: first merges of the CLIP BPE = most frequent
 _LATENT_CHANNELS = 4
 _GAIN_STEPS_PER_OCTAVE = 8
-
-
-# --------------------------------------------------------------------------- tokenizers
-def _clip_bpe_file() -> Path:
-    """The CLIP BPE vocabulary inside the installed open_clip wheel (found without importing it)."""
-    spec = importlib.util.find_spec("open_clip")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            "the tiny models build their CLIP tokenizer from the BPE vocabulary shipped with "
-            "open_clip, which is not installed: pip install open_clip_torch"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / "bpe_simple_vocab_16e6.txt.gz"
-    if not path.is_file():
-        raise FileNotFoundError(f"open_clip is installed but its BPE vocabulary is missing: {path}")
-    return path
-
-
-@functools.lru_cache(maxsize=1)
-def _clip_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """The openai CLIP vocabulary and merges, in the same order as open_clip's SimpleTokenizer."""
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-    lines = gzip.open(_clip_bpe_file()).read().decode("utf-8").split("\n")
-    merges = [tuple(line.split()) for line in lines[1 : _CLIP_MERGES + 1]]
-    symbols = list(bytes_to_unicode().values())
-    tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]
-    tokens += ["<|startoftext|>", "<|endoftext|>"]
-    return {tok: i for i, tok in enumerate(tokens)}, merges
-
-
-def clip_tokenizer():
-    """The real CLIP tokenizer (ids identical to openai/clip-vit-large-patch14's), offline."""
-    from transformers import CLIPTokenizer
-
-    vocab, merges = _clip_vocab()
-    return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=77)
-
-
-def t5_tokenizer():
-    """A T5 (Unigram) tokenizer over the most frequent CLIP pieces.
-
-    No sentencepiece model of T5 ships in any wheel, so the pieces come from the first
-    `_T5_PIECES` CLIP merges (BPE merge order approximates frequency; the score is a
-    log-rank). Word-final CLIP pieces (`cat</w>`) become word-initial sentencepiece pieces
-    (`▁cat`), which is exact for whole words. Layout follows T5: <pad>=0, </s>=1, <unk>=2.
-    """
-    from transformers import T5Tokenizer
-
-    vocab, _ = _clip_vocab()
-    pieces: dict[str, float] = {}
-    for rank, token in enumerate(list(vocab)[: 512 + _T5_PIECES]):
-        text = "▁" + token[:-4] if token.endswith("</w>") else token
-        if text.isascii() and text.strip() and text not in pieces:
-            pieces[text] = -math.log(rank + 2.0)
-    entries = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
-    entries += [(p, s) for p, s in pieces.items() if p != "▁"]
-    return T5Tokenizer(vocab=entries, extra_ids=0, model_max_length=512)
 
 
 # --------------------------------------------------------------------------- calibration

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from accelgate.machine import compare_machines, describe, hardware_label
+from accelgate.machine import MACHINE_INFO_KEY, compare_machines, describe, hardware_label
+from accelgate.report.sections import Section, register_section
 
 
 @dataclass(frozen=True)
@@ -295,3 +296,33 @@ def speed_report(
         Path(report_dir).mkdir(parents=True, exist_ok=True)
         (Path(report_dir) / "speed.md").write_text(table.to_markdown(), encoding="utf-8")
     return table
+
+
+# ------------------------------------------------------------------------------ the report's part
+def table_of_part(part: Mapping[str, Any]) -> SpeedTable:
+    """The table of a results.json speed part: its cases (every run merged into the report), and
+    the latest saved pytest-benchmark run's cases where none of the report's is for the same case."""
+    now = {"benchmarks": [{"extra_info": case} for case in part.get("cases", [])],
+           "machine_info": {MACHINE_INFO_KEY: part.get("machine") or {}}, "datetime": part.get("datetime", ""),
+           "_path": "this session"}
+    saved = part.get("saved_run")
+    runs = [saved, now] if saved else [now]
+    return build_speed_table(cases_from_runs(runs), part.get("reference") or "eager", part.get("machine"))
+
+
+def finish_part(part: dict[str, Any]) -> dict[str, Any]:
+    """After a merge: the table's keys (rows, machines, models...) recomputed from the cases."""
+    return {**part, **table_of_part(part).to_dict()}
+
+
+def render(part: dict[str, Any], results: dict[str, Any]) -> list[str]:
+    markdown = table_of_part(part).to_markdown()
+    demoted = "\n".join("#" + line if line.startswith("#") else line for line in markdown.splitlines())
+    return [demoted.replace("## Speed", "## Speed (pytest-benchmark)", 1)]
+
+
+def files(part: dict[str, Any], results: dict[str, Any]) -> dict[str, str]:
+    return {"speed.md": table_of_part(part).to_markdown()}
+
+
+SECTION = register_section(Section("speed", "speed", 2, render, finish_part, files))

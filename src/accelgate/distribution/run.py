@@ -31,28 +31,27 @@ metrics/offline.py, so every code path runs on a CPU; their values are labelled 
 a missing weight skips the case with the weights module's reason (a failure under
 `--strict-metrics`) and a corrupt one fails it: never a silent fall-back to random weights.
 
-Layout: distribution_config (the `[distribution]` schema and the metric table),
-distribution_measure (metric models held once, measuring one backend's set), this module (the
-run: cases, reference cache, the gate, verdicts). No pytest here: plugin_distribution is the
-pytest side.
+Layout: config/distribution.py (the `[distribution]` schema), metrics/catalog.py (the metric
+table), measure.py (metric models held once, measuring one backend's set), this module (the
+run: cases, reference cache, the gate, verdicts), report.py (its tables). No pytest here:
+plugin.py is the pytest side.
 """
 from __future__ import annotations
 
-import gc
 import time
-import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from accelgate.distribution_config import (  # noqa: F401  (validate_distribution_table: config.py's entry point)
-    METRICS, MetricDef, check_names, metrics_for, parse_prompt_limit, tolerance_for, validate_distribution_table,
+from accelgate.config.distribution import metrics_for, tolerance_for
+from accelgate.distribution.measure import (
+    SKIMAGE_PHOTOS, Measured, MetricModels, Summary, json_float, measure, summarize,
 )
-from accelgate.distribution_measure import (
-    SKIMAGE_PHOTOS, Measured, MetricModels, Summary, _num, measure, summarize,
-)
+from accelgate.metrics.catalog import DISTRIBUTION as METRICS
+from accelgate.metrics.catalog import Metric
+from accelgate.session import Session, verdict_for_exception
 from accelgate.verdict import Check, Verdict, judge, problem
 
 RUNS = ("prompt-set", "cpu-metrics")  # the slow prompt-set run; the small CPU run of every metric
@@ -84,15 +83,15 @@ class CaseResult:
                     metric_models=self.metric_models, warnings=self.warnings,
                     summary={k: s.as_json() for k, s in self.summaries.items()},
                     reference_summary={k: s.as_json() for k, s in self.reference.items()},
-                    prompts=self.prompts, values={k: [_num(v) for v in vs] for k, vs in self.values.items()})
+                    prompts=self.prompts, values={k: [json_float(v) for v in vs] for k, vs in self.values.items()})
         return data
 
 
 class DistributionRun:
-    """Session state of the distribution gate on top of the quality run (config, device, loading)."""
+    """The distribution gate's state for one run, on the core session (config, device, loading)."""
 
-    def __init__(self, quality_run, settings: dict, *, strict: bool = False, prompt_limit: int | None = None):
-        self.qrun, self.config, self.device = quality_run, quality_run.config, quality_run.device
+    def __init__(self, session: Session, settings: dict, *, strict: bool = False, prompt_limit: int | None = None):
+        self.session, self.config = session, session.config
         self.settings, self.strict, self.prompt_limit = settings, strict, prompt_limit
         self._models: dict[bool, MetricModels] = {}
         self._references: dict[tuple, Measured | Exception] = {}
@@ -101,7 +100,7 @@ class DistributionRun:
 
     def metric_models(self, random_weights: bool) -> MetricModels:
         if random_weights not in self._models:
-            self._models[random_weights] = MetricModels(self.settings, self.device, random_weights)
+            self._models[random_weights] = MetricModels(self.settings, self.session.device, random_weights)
         return self._models[random_weights]
 
     def cases(self, run: str, matrix) -> list:
@@ -120,33 +119,40 @@ class DistributionRun:
                 pick[c.model.id] = c.resolution
         return [c for c in chosen if c.resolution == pick[c.model.id]]
 
+    def why_no_case(self, run: str) -> str:
+        """Why a run has no case in this (narrowed) matrix, for its placeholder's skip reason."""
+        cpu = self.settings["cpu_run"]
+        if run == "cpu-metrics" and not (cpu["models"] and cpu["backends"]):
+            return ("[distribution.cpu_run] names no models and backends; list tiny models and a few backends "
+                    "there to run every metric on CPU with random-weight metric models")
+        if run == "cpu-metrics":
+            return "the models and backends of [distribution.cpu_run] select none of this (narrowed) matrix"
+        return "[distribution] models (default: the matrix's real, gpu models) select none of this (narrowed) matrix"
+
+    def report_part(self) -> dict[str, Any] | None:
+        """This gate's part of results.json (None when it ran no case)."""
+        if not self.results:
+            return None
+        return {"reference": self.config.reference, "strict_metrics": self.strict, "prompt_limit": self.prompt_limit,
+                "confidence": self.settings["confidence"], "cases": [r.as_json() for r in self.results],
+                "backend_order": [b.spec.name for b in self.config.backends]}
+
     def reference_case(self, case):
         return replace(case, backend=self.config.backend(self.config.reference).spec, reference=True)
 
     # -- one case ---------------------------------------------------------------------
     def evaluate(self, run: str, case) -> CaseResult:
-        from accelgate.generate import DegenerateOutput
-        from accelgate.metrics.weights import MetricWeightsCorrupt
-        from accelgate.prompt_files import PromptFileError
-
         if run not in RUNS:
             raise ValueError(f"unknown distribution run {run!r}; runs: {', '.join(RUNS)}")
         random_weights = run == "cpu-metrics" or self.settings["metric_models"] == "random"
         try:
             result = self._evaluate(run, case, random_weights)
-        except (MetricWeightsCorrupt, DegenerateOutput, PromptFileError) as error:
-            result = CaseResult(run, case, problem(case, "failed", str(error)), random_weights=random_weights)
-        except Exception as error:  # a backend or pipeline failure is this case's error, not the session's
-            frames = traceback.extract_tb(error.__traceback__)
-            where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
-            result = CaseResult(run, case, problem(case, "error", f"{type(error).__name__}{where}: {error}"),
+        except Exception as error:  # a backend, pipeline or metric failure is this case's verdict
+            unavailable = "failed" if self.strict else "skipped"
+            result = CaseResult(run, case, verdict_for_exception(case, error, unavailable=unavailable),
                                 random_weights=random_weights)
         finally:
-            gc.collect()
-            if self.device.startswith("cuda"):
-                import torch
-
-                torch.cuda.empty_cache()
+            self.session.cleanup()
         result.verdict.kind = "distribution"
         self.results.append(result)
         return result
@@ -158,10 +164,10 @@ class DistributionRun:
                           random_weights=random_weights)
 
     def _evaluate(self, run: str, case, random_weights: bool) -> CaseResult:
-        from accelgate.prompt_files import PromptFileMissing
+        from accelgate.prompts.files import PromptFileMissing
 
         reference_case = self.reference_case(case)
-        reason = self.qrun.skip_reason(case) or self.qrun.skip_reason(reference_case)
+        reason = self.session.skip_reason(case) or self.session.skip_reason(reference_case)
         if reason:
             return CaseResult(run, case, problem(case, "skipped", reason), random_weights=random_weights)
         real = self.settings["real_images"].get(case.model.id)
@@ -195,8 +201,8 @@ class DistributionRun:
                           {k: v.tolist() for k, v in candidate.values.items()}, notes)
 
     def prompt_items(self, run: str, model) -> tuple[list, str, tuple]:
-        from accelgate.prompt_files import load_prompt_file_set
-        from accelgate.prompts import PROMPT_SETS
+        from accelgate.prompts.files import load_prompt_file_set
+        from accelgate.prompts.sets import PROMPT_SETS
 
         limit = self.prompt_limit or (self.settings["cpu_run"]["prompt_limit"] if run == "cpu-metrics"
                                       else self.settings["prompt_limit"])
@@ -236,17 +242,9 @@ class DistributionRun:
         return found
 
     def generate(self, case, items):
-        from diffusers import DiffusionPipeline
-
         from accelgate.generate import generate
 
-        pipe = case.backend.apply(self.qrun.load(case), **dict(case.backend.options))
-        if not isinstance(pipe, DiffusionPipeline):
-            raise TypeError(f"backend {case.backend.name!r} returned {type(pipe).__name__}, not a diffusers pipeline")
-        try:
-            return generate(pipe, case, items)
-        finally:
-            del pipe
+        return generate(case.backend.apply_to(self.session.load(case)), case, items)
 
     # -- the gate --------------------------------------------------------------------
     def gate(self, case, names, cand: Measured, ref: Measured,
@@ -256,8 +254,8 @@ class DistributionRun:
         --strict-metrics applies to real metric models only: a random-weight score proves nothing
         either way, so the CPU run keeps the default policy even in the strict nightly job.
         """
-        from accelgate.distribution_measure import _attempt, kid_function
-        from accelgate.metrics.distribution import fid
+        from accelgate.distribution.measure import attempt, kid_function
+        from accelgate.metrics.set_stats import fid
 
         strict = self.strict and not random_weights
         checks, notes, set_results = [], [], {}
@@ -269,7 +267,7 @@ class DistributionRun:
             else:
                 if name in ("fid", "kid"):  # distances to the reference set: the reference's own is 0
                     function = fid if name == "fid" else kid_function(self.settings)
-                    result = None if cand is ref else _attempt(lambda: function(cand.features, ref.features,
+                    result = None if cand is ref else attempt(lambda: function(cand.features, ref.features,
                                                                                  what="vs reference images"))
                     set_results[name] = result
                     mine, theirs = (0.0 if result is None else result), 0.0
@@ -279,7 +277,7 @@ class DistributionRun:
             checks.append(check)
         return checks, notes, set_results
 
-    def _prompt_check(self, metric: MetricDef, tolerance, reason, cand: Measured, ref: Measured, notes,
+    def _prompt_check(self, metric: Metric, tolerance, reason, cand: Measured, ref: Measured, notes,
                       strict: bool, random_weights: bool) -> Check:
         from accelgate.metrics.stats import delta_gate, mean_with_ci, paired_noninferiority
 
@@ -317,7 +315,7 @@ class DistributionRun:
                                                     for i in worst)
         return Check(metric.name, value, threshold, metric.higher_is_better, reason, ci, note)
 
-    def _set_check(self, metric: MetricDef, tolerance, reason, mine, theirs, notes, strict: bool) -> Check:
+    def _set_check(self, metric: Metric, tolerance, reason, mine, theirs, notes, strict: bool) -> Check:
         from accelgate.metrics.stats import delta_gate
 
         threshold = None if tolerance is None else (-tolerance if metric.higher_is_better else tolerance)

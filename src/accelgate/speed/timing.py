@@ -4,7 +4,7 @@ The seeds time pipelines once, with unsynchronized wall clocks (on a GPU that ti
 *launches*, not work) and read memory through a different API per backend. Here: the device
 is synchronized before any host clock is read (`WallTimer`); denoising it/s comes from
 `callback_on_step_end` over steps 2..N like onediff's benchmark (`StepTimer`); peak memory
-goes through one probe (`PeakMemory`). Compilation is tracked in `accelgate.compile_tracking`
+goes through one probe (`PeakMemory`). Compilation is tracked in `accelgate.speed.compile_tracking`
 (recompile counting, cold vs warm compile caches).
 """
 from __future__ import annotations

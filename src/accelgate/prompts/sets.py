@@ -5,11 +5,13 @@ input image plus instruction and captions (image-to-image / edit, for CLIP direc
 similarity), or a class label (class-conditional). Input images come from
 scikit-image's sample data: real photographs that ship in a wheel, so offline runs use
 real pictures. Large sets (HPD v2, COCO-30k, PartiPrompts, DrawBench) are read from local
-files by `accelgate.prompt_files`.
+files by `accelgate.prompts.files`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from accelgate.registry import Registry
 
 # The images scikit-image ships as real photographs (all RGB).
 SAMPLE_IMAGES = ("astronaut", "chelsea", "coffee", "rocket")
@@ -47,23 +49,17 @@ class PromptSet:
         return self.items[:limit]
 
 
-PROMPT_SETS: dict[str, PromptSet] = {}
+PROMPT_SETS: Registry[PromptSet] = Registry("prompt set")
 
 
 def register(prompt_set: PromptSet) -> PromptSet:
-    if prompt_set.name in PROMPT_SETS:
-        raise ValueError(f"prompt set {prompt_set.name!r} is registered twice")
     if not prompt_set.items:
         raise ValueError(f"prompt set {prompt_set.name!r} is empty")
-    PROMPT_SETS[prompt_set.name] = prompt_set
-    return prompt_set
+    return PROMPT_SETS.register(prompt_set.name, prompt_set)
 
 
 def get_prompt_set(name: str) -> PromptSet:
-    try:
-        return PROMPT_SETS[name]
-    except KeyError:
-        raise KeyError(f"unknown prompt set {name!r}; known sets: {', '.join(sorted(PROMPT_SETS))}") from None
+    return PROMPT_SETS.get_entry(name)
 
 
 def load_sample_image(name: str):

@@ -12,7 +12,6 @@ import hashlib
 import io
 import json
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -22,22 +21,14 @@ from typing import Any
 
 import numpy as np
 
+from accelgate.errors import CaseFailed
+
 MANIFEST = "manifest.json"
 FORMAT = 1
 
 
-class BaselineError(Exception):
+class BaselineError(CaseFailed):
     """A baseline is missing, unreadable or stale; the message says how to regenerate it."""
-
-
-def device_class(device: str) -> str:
-    """'cpu', or the CUDA GPU model as a path-safe slug (e.g. 'cuda-nvidia-h100-80gb-hbm3')."""
-    if not device.startswith("cuda"):
-        return "cpu"
-    import torch
-
-    name = torch.cuda.get_device_name(torch.device(device))
-    return "cuda-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 def image_sha256(image: np.ndarray) -> str:
@@ -69,9 +60,6 @@ class Baseline:
     directory: Path
     manifest: dict[str, Any]
     images: tuple[np.ndarray, ...]
-
-    def image_path(self, index: int) -> Path:
-        return self.directory / self.manifest["images"][index]["file"]
 
 
 class BaselineStore:

@@ -22,7 +22,7 @@ from typing import Any, ContextManager, Iterator
 
 import torch
 
-from accelgate.timing import MeasurementError
+from accelgate.speed.timing import MeasurementError
 
 
 class RecompileBudgetExceeded(AssertionError):

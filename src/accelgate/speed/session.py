@@ -12,7 +12,7 @@ different API per backend; their "warmup" mixes compile and cache. Here one case
 3. **steady state**: pytest-benchmark's `pedantic` calls `target` for the configured warmup
    rounds and rounds, one generation each (first prompt of the model's set, fixed seed),
    timed with a synchronized wall clock, it/s from `callback_on_step_end` (steps 2..N) and
-   peak memory through one probe (`accelgate.timing`);
+   peak memory through one probe (`accelgate.speed.timing`);
 4. **shape switch**, for a compiling backend whose other resolution was measured earlier in
    the session: the compiled pipeline is called once at that resolution (warm cache, no
    reset) so a backend that recompiles on every new shape shows it.
@@ -25,87 +25,16 @@ floor that compares across days compares machines. This module has no pytest imp
 """
 from __future__ import annotations
 
-import gc
 import statistics
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
-from accelgate.compile_tracking import CompileCache, RecompileCounter, split_compile_id
-from accelgate.speed_case import CaseMeasurement, call_kwargs, generate_once, run_rounds  # noqa: F401 (run_rounds: API)
-from accelgate.timing import time_call
-
-SPEED_KEYS = {"rounds": int, "warmup_rounds": int, "speedup_on_cpu": bool, "floors": list}
-FLOOR_KEYS = {"backend": str, "model": str, "min_speedup": (int, float), "reason": str}
-DEFAULTS = {"rounds": 3, "warmup_rounds": 1, "speedup_on_cpu": False, "floors": ()}
-
-
-@dataclass(frozen=True)
-class Floor:
-    """`min_speedup` for a backend, on one model or (model None) on all of them."""
-
-    backend: str
-    model: str | None
-    min_speedup: float
-    reason: str = ""
-
-
-def validate_speed_table(table: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """Check `[tool.accelgate.speed]` and fill in the defaults.
-
-    rounds (>= 1, default 3) and warmup_rounds (>= 0, default 1) go to
-    `benchmark.pedantic`; speedup_on_cpu (default false) turns min_speedup floors on for
-    CPU runs, where shared-machine timings have 3-4x outliers; floors = [{backend, model?,
-    min_speedup, reason?}] sets per-(model, backend) floors (more specific than a backend's
-    own min_speedup). Names are checked against the matrix by `check_floor_names`.
-    """
-    from accelgate.config import ConfigError, _check_keys  # lazy: accelgate.config imports this module
-
-    if not isinstance(table, Mapping):
-        raise ConfigError(f"{where}: must be a table with keys {', '.join(sorted(SPEED_KEYS))}")
-    _check_keys(table, SPEED_KEYS, where)
-    settings = {**DEFAULTS, **{k: v for k, v in table.items() if k != "floors"}}
-    if settings["rounds"] < 1:
-        raise ConfigError(f"{where}: rounds must be >= 1 (pytest-benchmark needs one timed round), got {settings['rounds']}")
-    if settings["warmup_rounds"] < 0:
-        raise ConfigError(f"{where}: warmup_rounds must be >= 0, got {settings['warmup_rounds']}")
-    floors, seen = [], set()
-    for index, entry in enumerate(table.get("floors", [])):
-        entry_where = f"{where}, floors entry #{index + 1}"
-        if not isinstance(entry, Mapping):
-            raise ConfigError(f"{entry_where}: each floor must be a table like "
-                              '{backend = "torch-compile", model = "sdxl-realvis", min_speedup = 1.3}')
-        _check_keys(entry, FLOOR_KEYS, entry_where)
-        missing = [k for k in ("backend", "min_speedup") if k not in entry]
-        if missing:
-            raise ConfigError(f"{entry_where}: missing {', '.join(missing)}; a floor needs backend and min_speedup "
-                              f"(model and reason are optional); allowed keys: {', '.join(sorted(FLOOR_KEYS))}")
-        if entry["min_speedup"] <= 0:
-            raise ConfigError(f"{entry_where}: min_speedup must be > 0 (times faster than the reference; "
-                              f"0.9 allows 10% slower), got {entry['min_speedup']}")
-        key = (entry["backend"], entry.get("model"))
-        if key in seen:
-            raise ConfigError(f"{entry_where}: a second floor for backend {key[0]!r}"
-                              + (f" on model {key[1]!r}" if key[1] else "") + "; keep one")
-        seen.add(key)
-        floors.append(Floor(entry["backend"], entry.get("model"), float(entry["min_speedup"]), entry.get("reason", "")))
-    settings["floors"] = tuple(floors)
-    return settings
-
-
-def check_floor_names(config) -> None:
-    """A floor naming a backend or model that is not in the matrix would silently never
-    apply: refuse it, listing what is there."""
-    from accelgate.config import ConfigError
-
-    backends = [b.spec.name for b in config.backends]
-    models = [m.id for m in config.models]
-    for floor in config.speed.get("floors", ()):
-        if floor.backend not in backends:
-            raise ConfigError(f"[speed] floors: backend {floor.backend!r} is not in the matrix; backends: {', '.join(backends)}")
-        if floor.model is not None and floor.model not in models:
-            raise ConfigError(f"[speed] floors: model {floor.model!r} is not in the matrix; models: {', '.join(models)}")
-
+from accelgate.config.speed import DEFAULTS, floor_for
+from accelgate.session import Session
+from accelgate.speed.compile_tracking import CompileCache, RecompileCounter, split_compile_id
+from accelgate.speed.case import CaseMeasurement, call_kwargs, generate_once
+from accelgate.speed.timing import time_call
 
 @dataclass
 class SpeedVerdict:
@@ -143,53 +72,40 @@ class SpeedSession:
     """The speed run of one pytest session: settings, per-pair recompile state, the
     reference's medians, and every case's extra_info (for the seed-004 table)."""
 
-    def __init__(self, run, settings: Mapping[str, Any] | None = None):
-        self.run = run
-        self.config = run.config
-        self.device = run.device
+    def __init__(self, session: Session, settings: Mapping[str, Any] | None = None):
+        self.session = session
+        self.config = session.config
+        self.device = session.device
         self.settings = {**DEFAULTS, **dict(settings if settings is not None else self.config.speed)}
         self.reference = self.config.reference
         self.results: list[dict[str, Any]] = []
         self._reference_e2e: dict[tuple[str, tuple[int, int]], float] = {}
         self._pairs: dict[tuple[str, str], _Pair] = {}
-        check_floor_names(self.config)
 
     # -- what applies to a case ---------------------------------------------------------------
     def skip_reason(self, case) -> str | None:
-        return self.run.skip_reason(case)
+        return self.session.skip_reason(case)
 
     def floor_for(self, case) -> tuple[float | None, str]:
         """Most specific wins: a (model, backend) floor, a backend floor, the backend's
         own min_speedup. Returns (floor or None, where it came from)."""
-        floors = self.settings["floors"]
-        for model in (case.model.id, None):
-            for floor in floors:
-                if floor.backend == case.backend.name and floor.model == model:
-                    return floor.min_speedup, floor.reason or ("[speed] floors" + (f" for {model}" if model else ""))
-        choice = self.config.backend(case.backend.name)
-        if choice.min_speedup is not None:
-            return float(choice.min_speedup), f"[backend.{case.backend.name}] min_speedup"
-        return None, ""
+        return floor_for(self.settings["floors"], self.config.backend(case.backend.name).min_speedup,
+                         case.model.id, case.backend.name)
 
     def floors_enabled(self) -> bool:
         return self.device.startswith("cuda") or bool(self.settings["speedup_on_cpu"])
 
     def free_memory(self) -> None:
-        gc.collect()
-        if self.device.startswith("cuda"):
-            import torch
-
-            torch.cuda.empty_cache()
+        self.session.cleanup()
 
     # -- steps 1 and 2 ------------------------------------------------------------------------
     def _first_call(self, case) -> tuple[Any, dict[str, float]]:
-        """Load, apply, first call; each timed apart (the warmup is the first call)."""
-        from diffusers import DiffusionPipeline
-
-        pipe, load_s = time_call(lambda: self.run.load(case), self.device)
-        pipe, apply_s = time_call(lambda: case.backend.apply(pipe, **dict(case.backend.options)), self.device)
-        if not isinstance(pipe, DiffusionPipeline):
-            raise TypeError(f"backend {case.backend.name!r} returned {type(pipe).__name__}, not a diffusers pipeline")
+        """Load, apply, first call; each timed apart (the warmup is the first call). `load_s` is a
+        fresh copy of the model the session holds in memory: it is read from disk once per
+        session, before any timing, so every case's load_s measures the same thing."""
+        self.session.model_hash(case.model)  # the one disk read, untimed
+        pipe, load_s = time_call(lambda: self.session.load(case), self.device)
+        pipe, apply_s = time_call(lambda: case.backend.apply_to(pipe), self.device)
         kwargs = call_kwargs(pipe, case)
         first_s = time_call(lambda: generate_once(pipe, case, kwargs), self.device)[1]
         return pipe, {"load_s": load_s, "apply_s": apply_s, "first_call_s": first_s}
@@ -229,7 +145,7 @@ class SpeedSession:
     def _switch_shape(self, m: CaseMeasurement, pair: _Pair) -> None:
         """Call the compiled pipeline once at the pair's previous resolution, with that
         case's cache (warm) and no reset, so the counter sees the recompile a new shape costs."""
-        from accelgate.config import format_resolution
+        from accelgate.config.schema import format_resolution
         from accelgate.models.loading import prepare_resolution
 
         previous, cache = pair.last
@@ -268,7 +184,7 @@ class SpeedSession:
 
     def finish(self, m: CaseMeasurement) -> SpeedVerdict:
         """Step 4, then the medians, the recompile budget and the floor, as extra_info."""
-        from accelgate.config import format_resolution
+        from accelgate.config.schema import format_resolution
 
         case = m.case
         if len(m.samples) < self.settings["rounds"]:

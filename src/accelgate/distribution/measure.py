@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from accelgate.distribution_config import METRICS
+from accelgate.config.distribution import METRICS
 
 
 class MetricModels:
@@ -83,7 +83,7 @@ class MetricModels:
             }
             return builders[key]()
         from accelgate.metrics.clip import DEFAULT_CLIP, ClipFeatures
-        from accelgate.metrics.distribution import InceptionFeatures
+        from accelgate.metrics.features import InceptionFeatures
         from accelgate.metrics.hps import HPSScorer
 
         if key == "clip":
@@ -106,7 +106,7 @@ class MetricModels:
         `folder` is a directory of images, or "skimage": the photographs scikit-image ships
         (astronaut, chelsea, coffee, rocket), so FID/KID vs real images runs offline in CI too.
         """
-        from accelgate.metrics.distribution import real_image_batches
+        from accelgate.metrics.features import real_image_batches
 
         key = (folder, size)
         if key not in self._real:
@@ -127,7 +127,7 @@ def _sample_photos(size: int):
     import torch
     from PIL import Image
 
-    from accelgate.prompts import SAMPLE_IMAGES, load_sample_image
+    from accelgate.prompts.sets import SAMPLE_IMAGES, load_sample_image
 
     out = []
     for name in SAMPLE_IMAGES:
@@ -166,21 +166,22 @@ class Summary:
     by_style: dict[str, tuple[float, float | None, float | None, int]] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
-        data = {"value": _num(self.value), "n": self.n}
+        data = {"value": json_float(self.value), "n": self.n}
         if self.low is not None:
-            data["ci"] = [_num(self.low), _num(self.high)]
+            data["ci"] = [json_float(self.low), json_float(self.high)]
         if self.std is not None:
-            data["std"] = _num(self.std)
+            data["std"] = json_float(self.std)
         if self.note:
             data["note"] = self.note
         if self.by_style:
-            data["by_style"] = {k: {"value": _num(v[0]), "ci": [_num(v[1]), _num(v[2])], "n": v[3]}
+            data["by_style"] = {k: {"value": json_float(v[0]), "ci": [json_float(v[1]), json_float(v[2])], "n": v[3]}
                                 for k, v in self.by_style.items()}
         return data
 
 
-def _num(value):
-    return None if value is None or not np.isfinite(value) else round(float(value), 6)
+def json_float(value):
+    """A finite float for results.json (9 significant digits: a tiny FID must not round to 0), else None."""
+    return None if value is None or not np.isfinite(value) else float(f"{float(value):.9g}")
 
 
 def measure(case, generation, names, models, reference: Measured | None, settings: dict) -> Measured:
@@ -221,26 +222,26 @@ def measure(case, generation, names, models, reference: Measured | None, setting
     values = {k: v.astype(np.float64) for k, v in values.items() if k in names}
     measured = Measured(images, items, generation.seconds, values)
     if any(METRICS[name].kind == "set" for name in names):
-        from accelgate.metrics.distribution import fid, inception_score
+        from accelgate.metrics.set_stats import fid, inception_score
 
         measured.features = models.get("inception").extract(images, f"{case.id} images")
         if "is" in names:
             splits = max(1, min(settings["is_splits"], n // 2))
-            measured.own["is"] = _attempt(lambda: inception_score(measured.features, splits=splits))
+            measured.own["is"] = attempt(lambda: inception_score(measured.features, splits=splits))
         real = settings["real_images"].get(case.model.id)
         if real is not None:
             source = real if real == SKIMAGE_PHOTOS else str(Path(real).expanduser())
-            real_set = _attempt(lambda: models.real_features(source, case.height))
+            real_set = attempt(lambda: models.real_features(source, case.height))
             for name, function in (("fid_real", fid), ("kid_real", kid_function(settings))):
                 if name in names:
-                    measured.own[name] = real_set if isinstance(real_set, Exception) else _attempt(
+                    measured.own[name] = real_set if isinstance(real_set, Exception) else attempt(
                         lambda f=function: f(measured.features, real_set, what="vs real images"))
     return measured
 
 
 def kid_function(settings: dict):
     """KID at the configured subset size (default: min(1000, N), the library's)."""
-    from accelgate.metrics.distribution import kid
+    from accelgate.metrics.set_stats import kid
 
     return lambda candidate, reference, what="": kid(candidate, reference, subset_size=settings["kid_subset_size"],
                                                      what=what)
@@ -250,7 +251,7 @@ def input_images(case, items) -> list[np.ndarray]:
     """The edit inputs exactly as the pipeline got them (generate.call_arguments resizes the same way)."""
     from PIL import Image
 
-    from accelgate.prompts import load_sample_image
+    from accelgate.prompts.sets import load_sample_image
 
     return [np.array(load_sample_image(i.image).resize((case.width, case.height), Image.LANCZOS))
             for i in items]
@@ -282,11 +283,11 @@ def summarize(measured: Measured, names, set_results: dict, settings: dict) -> N
                                                n=found.n_candidate, note=found.note)
 
 
-def _attempt(function):
+def attempt(function):
     """A statistic, or the `InsufficientSamples` that says why the set is too small for it."""
     import warnings
 
-    from accelgate.metrics.distribution import InsufficientSamples
+    from accelgate.metrics.features import InsufficientSamples
 
     try:
         with warnings.catch_warnings():

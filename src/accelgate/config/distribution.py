@@ -26,53 +26,11 @@ against the matrix by `check_names` once the matrix is known.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-
-@dataclass(frozen=True)
-class MetricDef:
-    name: str
-    label: str  # the report's row label, arrow included
-    higher_is_better: bool
-    kind: str  # "prompt": per prompt, paired by prompt; "pair": per prompt vs the reference image; "set"
-    tasks: tuple[str, ...]
-    needs: str | None  # the metric model it needs (MetricModels key)
-    tolerance: float | None  # default, real metric models, table units; None = reported, not gated
-    random_tolerance: float | None  # default for the random-weight metric models (their own scale)
-
-
-_IMAGES = ("text-to-image", "image-to-image")
-_SETS = _IMAGES + ("class-conditional",)
-_ALL = _SETS + ("edit",)
-# Row order = the seed-000 table (FID, IS, CLIP, aesthetic, HPS v2, SSIM), then the extra rows.
-# Real-model defaults are strict starting points in table units. With seed evidence: HPS 0.5
-# (seed 001: compile -0.00, quantization -0.06, DeepCache -1.47), aesthetic 0.1 and CLIP 0.5
-# (seed 000: compile within 0.003 and 0.001), FID-vs-real 1.0 (seed 000: -0.1), IS 1.0 (seed
-# 000: +/-0.5-0.7 over splits). FID/KID vs the reference set, LPIPS and the edit similarities
-# have no published reference: measure them on the GPU run, then loosen per backend with a reason.
-# Random-weight defaults were measured on the catalog's tiny pipelines (4 prompts, 32 px, CPU):
-# lossless and mildly lossy backends (channels-last, bf16, fp8, tomesd, DeepCache on SD) give
-# LPIPS <= 0.0018 (CI <= 0.0042) and FID vs the reference set <= 4.4e-5; denoiser noise (sigma
-# 0.5, 1.0) gives LPIPS >= 0.022 and FID >= 5.3e-4, naive step skipping LPIPS 0.016-0.023 and FID
-# 3.8e-4-2.8e-3 (DeepCache on the tiny SDXL, SSIM 0.93, reaches LPIPS 0.0077 and fails too).
-# Random features do not separate damage from none for IS (|delta| <= 4e-6), KID, and
-# FID/KID vs real photographs (noise moved them either way): those are reported only.
-METRICS: dict[str, MetricDef] = {m.name: m for m in (
-    MetricDef("fid_real", "FID ⬇️ (vs real images)", False, "set", _SETS, "inception", 1.0, None),
-    MetricDef("fid", "FID ⬇️ (vs reference images)", False, "set", _SETS, "inception", 2.0, 2e-4),
-    MetricDef("is", "IS ⬆️", True, "set", _SETS, "inception", 1.0, None),
-    MetricDef("clip_score", "CLIP Score ⬆️", True, "prompt", _IMAGES + ("edit",), "clip", 0.5, 0.5),
-    MetricDef("aesthetic", "Aesthetic Score ⬆️", True, "prompt", _IMAGES + ("edit",), "aesthetic", 0.1, 1e-4),
-    MetricDef("hps", "HPS v2 ⬆️", True, "prompt", _IMAGES, "hps", 0.5, 1.0),
-    MetricDef("ssim", "SSIM ⬆️", True, "pair", _ALL, None, None, None),
-    MetricDef("kid_real", "KID ⬇️ (vs real images)", False, "set", _SETS, "inception", 0.002, None),
-    MetricDef("kid", "KID ⬇️ (vs reference images)", False, "set", _SETS, "inception", 0.002, None),
-    MetricDef("lpips", "LPIPS ⬇️ (vs reference images)", False, "pair", _ALL, "lpips", 0.2, 0.005),
-    MetricDef("directional_similarity", "CLIP directional similarity ⬆️", True, "prompt", ("edit",), "clip",
-              0.02, 0.005),
-    MetricDef("image_similarity", "CLIP image similarity ⬆️", True, "prompt", ("edit",), "clip", 0.02, 0.01),
-)}
+from accelgate.config.schema import ConfigError, check_keys, most_specific, parse_loosening
+from accelgate.metrics.catalog import DISTRIBUTION as METRICS
+from accelgate.metrics.catalog import HPS_VERSIONS, LPIPS_NETS
 
 
 def metrics_for(task: str, chosen: list[str] | None, has_real: bool) -> list[str]:
@@ -105,11 +63,7 @@ def validate_distribution_table(table: dict, where: str) -> dict:
     Model and backend names are checked against the matrix later (`check_names`): this table
     may be read before the matrix is known.
     """
-    from accelgate.config import ConfigError, _check_keys
-    from accelgate.metrics.hps import HPS_VERSIONS
-    from accelgate.metrics.lpips import LPIPS_NETS
-
-    _check_keys(table, _KEYS, where)
+    check_keys(table, _KEYS, where)
     out = {**DEFAULTS, **{k: v for k, v in table.items() if k not in ("cpu_run", "prompt_sets")}}
     choices = {"metric_models": ("real", "random"), "hps_version": tuple(HPS_VERSIONS), "lpips_net": LPIPS_NETS}
     for key, allowed in choices.items():
@@ -127,11 +81,11 @@ def validate_distribution_table(table: dict, where: str) -> dict:
     unknown = [m for m in out["metrics"] or () if m not in METRICS]
     if unknown:
         raise ConfigError(f"{where}: metrics: unknown {unknown}; allowed: {', '.join(METRICS)}")
-    _check_keys(out["weights"], dict.fromkeys(_WEIGHT_KEYS, str), f"{where}.weights")
-    _check_keys(out["real_images"], {k: str for k in out["real_images"]}, f"{where}.real_images")
+    check_keys(out["weights"], dict.fromkeys(_WEIGHT_KEYS, str), f"{where}.weights")
+    check_keys(out["real_images"], {k: str for k in out["real_images"]}, f"{where}.real_images")
     for key, attribute in (("tolerances", "tolerance"), ("random_tolerances", "random_tolerance")):
         given = table.get(key, {})
-        _check_keys(given, {m: (int, float) for m in METRICS}, f"{where}.{key}")
+        check_keys(given, {m: (int, float) for m in METRICS}, f"{where}.{key}")
         negative = {k: v for k, v in given.items() if v < 0}
         if negative:
             raise ConfigError(f"{where}.{key}: tolerances are sizes (>= 0) in the metric's units, got {negative}")
@@ -139,35 +93,21 @@ def validate_distribution_table(table: dict, where: str) -> dict:
                     **{k: float(v) for k, v in given.items()}}
     out["prompt_sets"] = {model: parse_prompt_set(spec, f"{where}.prompt_sets.{model}")
                           for model, spec in table.get("prompt_sets", {}).items()}
-    out["loosen"] = [_loosening(entry, f"{where}.loosen #{i + 1}") for i, entry in enumerate(out["loosen"])]
+    out["loosen"] = [parse_loosening(entry, METRICS, f"{where}.loosen #{i + 1}", "distribution.loosen")
+                     for i, entry in enumerate(out["loosen"])]
     cpu = table.get("cpu_run", {})
-    _check_keys(cpu, {"models": list, "backends": list, "prompt_limit": int}, f"{where}.cpu_run")
+    check_keys(cpu, {"models": list, "backends": list, "prompt_limit": int}, f"{where}.cpu_run")
     out["cpu_run"] = {**DEFAULTS["cpu_run"], **cpu}
     if out["cpu_run"]["prompt_limit"] < 1:
         raise ConfigError(f"{where}.cpu_run: prompt_limit must be >= 1, got {out['cpu_run']['prompt_limit']}")
     return out
 
 
-def _loosening(entry: Any, where: str) -> dict:
-    from accelgate.config import ConfigError, _check_keys
-
-    if not isinstance(entry, dict):
-        raise ConfigError(f"{where}: each [[distribution.loosen]] entry must be a table")
-    _check_keys(entry, {"backend": str, "model": str, "reason": str, **{m: (int, float) for m in METRICS}}, where)
-    if "backend" not in entry or not entry.get("reason", "").strip():
-        raise ConfigError(f'{where}: a loosening needs backend = "..." and a one-line reason = "..." saying why')
-    thresholds = {m: float(entry[m]) for m in METRICS if m in entry}
-    if not thresholds:
-        raise ConfigError(f"{where}: names no metric to loosen; metrics: {', '.join(METRICS)}")
-    return {"backend": entry["backend"], "model": entry.get("model"), "reason": entry["reason"],
-            "tolerances": thresholds}
-
-
 def parse_prompt_set(spec: str, where: str) -> dict:
     """'diffusers-guide' (embedded), 'hpdv2' (HF cache) or 'coco30k:/data/coco' (file set at a path)."""
-    from accelgate.config import ConfigError
-    from accelgate.prompt_files import LOADERS
-    from accelgate.prompts import PROMPT_SETS
+    from accelgate.config.load import ConfigError
+    from accelgate.prompts.files import LOADERS
+    from accelgate.prompts.sets import PROMPT_SETS
 
     if not isinstance(spec, str) or not spec.strip():
         raise ConfigError(f"{where}: a prompt set is a string, e.g. 'hpdv2' or 'coco30k:/data/coco30k'; got {spec!r}")
@@ -182,31 +122,18 @@ def parse_prompt_set(spec: str, where: str) -> dict:
 
 def check_names(settings: dict, model_ids: list[str], backend_names: list[str], where: str) -> None:
     """Every model/backend the distribution table names must be in the matrix's config."""
-    from accelgate.config import ConfigError
-
     named = [("models", settings["models"] or [], model_ids), ("backends", settings["backends"] or [], backend_names),
              ("cpu_run.models", settings["cpu_run"]["models"], model_ids),
              ("cpu_run.backends", settings["cpu_run"]["backends"], backend_names),
              ("prompt_sets", list(settings["prompt_sets"]), model_ids),
              ("real_images", list(settings["real_images"]), model_ids)]
-    named += [(f"loosen #{i + 1}", [e["backend"]], backend_names) for i, e in enumerate(settings["loosen"])]
-    named += [(f"loosen #{i + 1}", [e["model"]], model_ids) for i, e in enumerate(settings["loosen"]) if e["model"]]
+    named += [(f"loosen #{i + 1}", [e.backend], backend_names) for i, e in enumerate(settings["loosen"])]
+    named += [(f"loosen #{i + 1}", [e.model], model_ids) for i, e in enumerate(settings["loosen"]) if e.model]
     for key, names, allowed in named:
         unknown = [n for n in names if n not in allowed]
         if unknown:
             raise ConfigError(f"{where}: {key}: {', '.join(map(repr, unknown))} not in the matrix; "
                               f"known: {', '.join(allowed)}")
-
-
-def parse_prompt_limit(text: str) -> int:
-    """`--prompt-limit N`: N >= 1 prompts of each set (the first N: HPD v2's styles stay balanced)."""
-    try:
-        value = int(str(text).strip())
-    except ValueError:
-        raise ValueError(f"--prompt-limit takes a whole number of prompts >= 1, got {text!r}") from None
-    if value < 1:
-        raise ValueError(f"--prompt-limit must be >= 1 (the number of prompts per set), got {value}")
-    return value
 
 
 def tolerance_for(settings: dict, metric: str, model: str, backend: str,
@@ -218,8 +145,7 @@ def tolerance_for(settings: dict, metric: str, model: str, backend: str,
     """
     if random_weights:
         return settings["random_tolerances"].get(metric), ""
-    for wanted in (model, None):
-        for entry in settings["loosen"]:
-            if entry["backend"] == backend and entry["model"] == wanted and metric in entry["tolerances"]:
-                return entry["tolerances"][metric], entry["reason"]
+    found = most_specific(settings["loosen"], model, backend, lambda rule: rule.thresholds.get(metric))
+    if found is not None:
+        return found[0], found[1].reason
     return settings["tolerances"].get(metric), ""

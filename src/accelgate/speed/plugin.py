@@ -8,12 +8,13 @@ Registered by `accelgate.plugin` at configure time. What users meet here:
 - a comparison against a run saved on other hardware warns loudly, naming both machines;
 - quality and speed stay apart: speed cases carry only the `benchmark` marker (never
   selected by `-m quality`), never write baselines or quality verdicts, are deselected
-  under `--regen-baselines`, and skip with a reason where pytest-benchmark is disabled
-  (xdist, `--benchmark-disable`): timing cases in parallel measures the neighbours.
+  under `--regen-baselines` (accelgate.plugin's one deselect), and skip with a reason where
+  pytest-benchmark is disabled (xdist, `--benchmark-disable`): timing cases in parallel
+  measures the neighbours.
+The speed table goes to the report as this gate's part (`accelgate.speed.report` renders it).
 """
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 from datetime import datetime, timezone
@@ -22,6 +23,8 @@ from pathlib import Path
 import pytest
 
 from accelgate.machine import MACHINE_INFO_KEY, compare_machines, machine_info
+from accelgate.plugin import STATE, state_of
+from accelgate.speed import report  # noqa: F401  (registers the gate's report section)
 
 SPEED = pytest.StashKey["SpeedFixture"]()
 MISMATCHES = pytest.StashKey[list]()
@@ -103,26 +106,9 @@ def pytest_configure(config: pytest.Config) -> None:
     check_compare_has_a_baseline(config)
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
-    """Floors naming backends or models outside the matrix are config errors, reported once
-    up front (the config's own check cannot see the matrix when it reads [speed])."""
-    from accelgate.config import ConfigError
-    from accelgate.plugin import STATE
-    from accelgate.speed import check_floor_names
-
-    state = session.config.stash.get(STATE, None)
-    if state is not None:
-        try:
-            check_floor_names(state.config)
-        except ConfigError as error:
-            raise pytest.UsageError(f"accelgate: {error}") from None
-
-
 def _device(config: pytest.Config) -> str:
-    from accelgate.plugin import STATE
-
     state = config.stash.get(STATE, None)
-    return state.device if state is not None else "cpu"
+    return state.session.device if state is not None else "cpu"
 
 
 def current_machine(config: pytest.Config) -> dict:
@@ -160,15 +146,23 @@ class SpeedFixture:
     """What `tests/test_speed.py` sees: one measurement per case, its verdict asserted there."""
 
     def __init__(self, config: pytest.Config):
-        from accelgate.config import ConfigError
-        from accelgate.plugin import state_of
-        from accelgate.speed import SpeedSession
+        from accelgate.speed.session import SpeedSession
 
+        self.config = config
         self.state = state_of(config)
-        try:
-            self.session = SpeedSession(self.state.run)
-        except ConfigError as error:
-            raise pytest.UsageError(f"accelgate: {error}") from None
+        self.session = SpeedSession(self.state.session)
+        self.state.add_part("speed", self.report_part)
+
+    def report_part(self) -> dict | None:
+        """This gate's part of results.json: this session's cases, the machine, and the latest
+        saved run of this machine (its cases complete the table where this session measured none)."""
+        if not self.session.results:
+            return None
+        return {"reference": self.session.reference, "machine": current_machine(self.config),
+                "datetime": datetime.now(timezone.utc).isoformat(),
+                "cases": [{"id": f"{i['model']}/{i['backend']}/{i['resolution']}", "outcome": i["verdict"], **i}
+                          for i in self.session.results],
+                "saved_run": _latest_saved_run(self.config)}
 
     def measure(self, case, benchmark):
         if getattr(benchmark, "disabled", False):
@@ -192,24 +186,11 @@ def accelgate_speed(request: pytest.FixtureRequest) -> SpeedFixture:
     return config.stash[SPEED]
 
 
-def _is_speed_item(item: pytest.Item) -> bool:
-    return item.get_closest_marker("benchmark") is not None and "benchmark" in getattr(item, "fixturenames", ())
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`--regen-baselines` writes quality baselines only: speed cases are not run with it."""
-    if not _option(config, "regen_baselines"):
-        return
-    drop = [item for item in items if _is_speed_item(item)]
-    if drop:
-        config.hook.pytest_deselected(items=drop)
-        items[:] = [item for item in items if not _is_speed_item(item)]
-
-
 # ------------------------------------------------------------------------------ the table
 
 
 def _latest_saved_run(config: pytest.Config) -> dict | None:
+    """The newest run pytest-benchmark saved for this machine, reduced to what the table reads."""
     session = getattr(config, "_benchmarksession", None)
     storage = getattr(session, "storage", None)
     if storage is None or not hasattr(storage, "load"):
@@ -218,48 +199,14 @@ def _latest_saved_run(config: pytest.Config) -> dict | None:
     if not runs:
         return None
     path, data = runs[-1]
-    return {**data, "_path": str(path)}
+    return {"_path": str(path), "datetime": data.get("datetime", ""), "machine_info": data.get("machine_info"),
+            "benchmarks": [{"extra_info": b.get("extra_info") or {}} for b in data.get("benchmarks", [])]}
 
 
-def speed_table(config: pytest.Config, fixture: SpeedFixture):
-    """This session's measurements, completed with the latest saved run of this machine
-    (cases not measured now, e.g. under --backends); a case measured now wins."""
-    from accelgate.speed_report import build_speed_table, cases_from_runs
-
-    now = {"benchmarks": [{"extra_info": info} for info in fixture.session.results],
-           "machine_info": {MACHINE_INFO_KEY: current_machine(config)},
-           "datetime": datetime.now(timezone.utc).isoformat(), "_path": "this session"}
-    saved = _latest_saved_run(config)
-    runs = [saved, now] if saved else [now]
-    return build_speed_table(cases_from_runs(runs), fixture.session.reference, current_machine(config))
-
-
-@pytest.hookimpl(tryfirst=True)  # before accelgate.plugin writes results.json / summary.md
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    config = session.config
-    fixture = config.stash.get(SPEED, None)
-    if fixture is None:
-        return
-    try:
-        if not fixture.session.results:
-            return
-        table = speed_table(config, fixture)
-        state, report_dir = fixture.state, fixture.state.run.report_dir
-        markdown = table.to_markdown()
-        demoted = "\n".join("#" + line if line.startswith("#") else line for line in markdown.splitlines())
-        state.extra_sections.append(demoted.replace("## Speed", "## Speed (pytest-benchmark)", 1))
-        state.extra_json["speed"] = {**table.to_dict(), "cases": list(fixture.session.results)}
-        if report_dir is None:
-            return
-        from accelgate.report import atomic_write_text, results_json
-
-        atomic_write_text(report_dir / "speed.md", markdown)
-        if not state.run.results:  # a speed-only run: accelgate.plugin writes no quality report
-            path = report_dir / "results.json"
-            data = json.loads(path.read_text()) if path.is_file() else results_json(state.run)
-            data["speed"] = state.extra_json["speed"]  # keeps an earlier quality run's cases
-            atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    finally:
+    """Remove the compile caches kept for shape switches (the report is accelgate.plugin's)."""
+    fixture = session.config.stash.get(SPEED, None)
+    if fixture is not None:
         fixture.session.close()
 
 
@@ -286,6 +233,6 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
             f"{info['recompiles_total']}/{info['recompile_budget']}"
             + (f", {speedup:.2f}x {info['reference']}" if speedup else ""),
             red=info["verdict"] != "passed")
-    report_dir = fixture.state.run.report_dir if fixture else None
+    report_dir = fixture.state.report_dir if fixture else None
     if report_dir is not None and fixture.session.results:
         terminalreporter.write_line(f"speed table: {report_dir / 'speed.md'} (and results.json['speed'])")

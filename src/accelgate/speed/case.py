@@ -12,8 +12,8 @@ import inspect
 from contextlib import ExitStack, contextmanager
 from typing import Any, Callable, Iterator, Mapping
 
-from accelgate.compile_tracking import CompileCache, RecompileCounter
-from accelgate.timing import measure_call, synchronize
+from accelgate.speed.compile_tracking import CompileCache, RecompileCounter
+from accelgate.speed.timing import measure_call, synchronize
 
 
 def call_kwargs(pipe, case) -> dict[str, Any]:

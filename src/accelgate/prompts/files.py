@@ -29,18 +29,19 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from accelgate.errors import CaseFailed, CaseUnavailable
 from accelgate.hub import hub_cache_dir
-from accelgate.prompts import PromptItem, PromptSet
+from accelgate.prompts.sets import PromptItem, PromptSet
 
 HPD_STYLES = ("anime", "concept-art", "paintings", "photo")
 TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".json", ".jsonl")
 
 
-class PromptFileError(ValueError):
+class PromptFileError(CaseFailed, ValueError):
     """A prompt file exists but does not have the expected schema."""
 
 
-class PromptFileMissing(FileNotFoundError):
+class PromptFileMissing(CaseUnavailable, FileNotFoundError):
     """A prompt set is not on this machine: the message says where to put it and how to fetch it."""
 
 

@@ -1,0 +1,239 @@
+"""The matrix as data: one TOML schema, read from `[tool.accelgate]` in pyproject.toml or from a
+file given with `--accelgate-config` (same keys at top level), validated into a `Config`.
+
+Every key is checked here, before a single pipeline loads; each gate's own table is parsed by
+its section module (quality.py, distribution.py, speed.py) and the names it mentions are
+checked against the matrix's models and backends here, once, up front. Building a `Config`
+imports no torch: the registries describe models and backends without importing what builds
+or applies them.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from accelgate.backends.registry import BACKENDS, BackendSpec, get_backend
+from accelgate.backends.user import user_backend
+from accelgate.config.distribution import check_names, validate_distribution_table
+from accelgate.config.quality import QualitySettings, Tolerance, parse_quality
+from accelgate.config.schema import ConfigError, check_keys, parse_device, parse_resolution, where
+from accelgate.config.speed import check_floor_names, validate_speed_table
+from accelgate.models.registry import DENOISERS, DTYPES, MODELS, TASKS, ModelSpec
+from accelgate.registry import frozen_mapping
+
+TOP_KEYS = {
+    "reference": str, "device": str, "baseline_dir": str, "threads": int,
+    "models": list, "backends": list, "generation": dict, "model": dict,
+    "backend": dict, "tolerances": dict, "loosen": list, "distribution": dict,
+    "speed": dict,
+}
+GENERATION_KEYS = {
+    "steps": int, "seed": int, "guidance_scale": (int, float), "scheduler": str,
+    "dtype": str, "prompt_set": str, "prompt_limit": int,
+}
+MODEL_KEYS = {
+    **GENERATION_KEYS, "resolutions": list, "path": str, "call_kwargs": dict,
+    # only for a model that is not in the catalog:
+    "repo_id": str, "pipeline_class": str, "task": str, "denoiser": str, "variant": str, "gpu": bool,
+}
+NEW_MODEL_REQUIRED = ("pipeline_class", "task", "denoiser", "resolutions", "steps", "guidance_scale", "prompt_set")
+BACKEND_KEYS = {"factory": str, "options": dict, "models": list, "description": str, "min_speedup": (int, float),
+                "recompile_budget": int}
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    spec: BackendSpec
+    models: tuple[str, ...] | None = None  # restricts the backend to these models
+    min_speedup: float | None = None
+    recompile_budget: int | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    source: Path | None
+    root: Path
+    reference: str
+    device: str
+    baseline_dir: Path
+    threads: int
+    models: tuple[ModelSpec, ...]
+    model_paths: Mapping[str, str]
+    backends: tuple[BackendChoice, ...]
+    quality: QualitySettings
+    distribution: Mapping[str, Any] = field(default_factory=frozen_mapping)
+    speed: Mapping[str, Any] = field(default_factory=frozen_mapping)
+
+    def tolerance(self, metric: str, model: str, backend: str) -> Tolerance:
+        """The per-image threshold: most specific loosening, else the default."""
+        return self.quality.tolerance(metric, model, backend)
+
+    def backend(self, name: str) -> BackendChoice:
+        for choice in self.backends:
+            if choice.spec.name == name:
+                return choice
+        raise KeyError(name)
+
+
+def read_raw(path: Path, from_pyproject: bool) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path} is not valid TOML: {error}") from None
+    if from_pyproject:
+        data = data.get("tool", {}).get("accelgate", {})
+    return data
+
+
+def find_config(rootdir: Path, explicit: str | None) -> tuple[Path | None, dict[str, Any]]:
+    """The explicit file, else `[tool.accelgate]` of rootdir's pyproject.toml, else defaults."""
+    if explicit:
+        path = Path(explicit).expanduser().resolve()
+        return path, read_raw(path, from_pyproject=path.name == "pyproject.toml")
+    pyproject = rootdir / "pyproject.toml"
+    if pyproject.is_file():
+        return pyproject, read_raw(pyproject, from_pyproject=True)
+    return None, {}
+
+
+def _model_from_table(model_id: str, table: Mapping[str, Any], general: Mapping[str, Any], place: str) -> ModelSpec:
+    settings = {**general, **{k: v for k, v in table.items() if k in GENERATION_KEYS}}
+    if "dtype" in settings and settings["dtype"] not in DTYPES:
+        raise ConfigError(f"{place}: dtype {settings['dtype']!r}; expected one of {', '.join(DTYPES)}")
+    if "prompt_set" in settings:
+        from accelgate.prompts.sets import PROMPT_SETS
+
+        if settings["prompt_set"] not in PROMPT_SETS:
+            raise ConfigError(
+                f"{place}: unknown prompt_set {settings['prompt_set']!r}; known sets: {', '.join(sorted(PROMPT_SETS))}"
+            )
+    if "resolutions" in table:
+        if not table["resolutions"]:
+            raise ConfigError(f"{place}: resolutions is empty; give at least one, e.g. ['512x512']")
+        settings["resolutions"] = tuple(parse_resolution(r, f"{place} resolutions") for r in table["resolutions"])
+    if "guidance_scale" in settings:
+        settings["guidance_scale"] = float(settings["guidance_scale"])
+    if model_id in MODELS:
+        base = MODELS[model_id]
+        extra = {k for k in ("repo_id", "pipeline_class", "task", "denoiser", "variant", "gpu") if k in table}
+        if extra:
+            raise ConfigError(
+                f"{place}: {', '.join(sorted(extra))} cannot be changed for catalog model {model_id!r}; "
+                "declare a new model id instead"
+            )
+        if "call_kwargs" in table:
+            settings["call_kwargs"] = frozen_mapping({**base.call_kwargs, **table["call_kwargs"]})
+        return replace(base, **settings)
+    missing = [k for k in NEW_MODEL_REQUIRED if k not in table]
+    if missing or ("repo_id" not in table and "path" not in table):
+        need = missing + ([] if ("repo_id" in table or "path" in table) else ["repo_id or path"])
+        raise ConfigError(
+            f"{place}: {model_id!r} is not a catalog model ({', '.join(sorted(MODELS))}); to declare a new one "
+            f"also give: {', '.join(need)}"
+        )
+    for key, allowed in (("task", TASKS), ("denoiser", DENOISERS)):
+        if table[key] not in allowed:
+            raise ConfigError(f"{place}: {key} {table[key]!r}; expected one of {', '.join(allowed)}")
+    return ModelSpec(
+        id=model_id, task=table["task"], pipeline_class=table["pipeline_class"], denoiser=table["denoiser"],
+        source="hub", repo_id=table.get("repo_id", table.get("path", "")), variant=table.get("variant"),
+        gpu=table.get("gpu", True), call_kwargs=frozen_mapping(table.get("call_kwargs")),
+        **{k: v for k, v in settings.items() if k != "call_kwargs"},
+    )
+
+
+def _backend_from_table(name: str, table: Mapping[str, Any], place: str) -> BackendChoice:
+    options = table.get("options", {})
+    if "factory" in table:
+        if name in BACKENDS:
+            raise ConfigError(f"{place}: {name!r} is a built-in backend; give the factory backend another name")
+        try:
+            spec = user_backend(name, table["factory"], options)
+        except (ValueError, ImportError) as error:
+            raise ConfigError(f"{place}: {error}") from None
+    elif name in BACKENDS:
+        spec = get_backend(name).with_options(options)
+    else:
+        raise ConfigError(
+            f"{place}: unknown backend {name!r}; built-in backends: {', '.join(sorted(BACKENDS))}; "
+            'or declare a user backend with factory = "module:function"'
+        )
+    models = tuple(table["models"]) if "models" in table else None
+    return BackendChoice(spec, models, table.get("min_speedup"), table.get("recompile_budget"))
+
+
+def build_config(raw: Mapping[str, Any], source: Path | None, root: Path) -> Config:
+    """Validate the raw TOML mapping and resolve it against the registries."""
+    import accelgate.backends  # noqa: F401  (registers built-in backends)
+    import accelgate.models.catalog  # noqa: F401  (registers catalog models)
+
+    top = where(source, "tool.accelgate" if source and source.name == "pyproject.toml" else "")
+    check_keys(raw, TOP_KEYS, top)
+    general = raw.get("generation", {})
+    check_keys(general, GENERATION_KEYS, where(source, "generation"))
+
+    model_tables = raw.get("model", {})
+    model_ids = list(raw.get("models", sorted(k for k, m in MODELS.items() if m.source == "tiny")))
+    for model_id in model_tables:
+        if model_id not in model_ids:
+            model_ids.append(model_id)
+    models, paths = [], {}
+    for model_id in model_ids:
+        table = model_tables.get(model_id, {})
+        table_where = where(source, f"model.{model_id}")
+        check_keys(table, MODEL_KEYS, table_where)
+        if not isinstance(model_id, str):
+            raise ConfigError(f"{top}: models must be a list of model ids, got {model_id!r}")
+        if model_id not in MODELS and not table:
+            raise ConfigError(
+                f"{top}: unknown model {model_id!r}; catalog models: {', '.join(sorted(MODELS))}; "
+                f"or declare it under [model.{model_id}]"
+            )
+        models.append(_model_from_table(model_id, table, general, table_where))
+        if "path" in table:
+            paths[model_id] = table["path"]
+
+    backend_tables = raw.get("backend", {})
+    backend_names = list(raw.get("backends", ["eager"]))
+    for name in backend_tables:
+        if name not in backend_names:
+            backend_names.append(name)
+    backends = []
+    for name in backend_names:
+        table = backend_tables.get(name, {})
+        table_where = where(source, f"backend.{name}")
+        check_keys(table, BACKEND_KEYS, table_where)
+        choice = _backend_from_table(name, table, table_where)
+        unknown = [m for m in (choice.models or ()) if m not in model_ids]
+        if unknown:
+            raise ConfigError(f"{table_where}: models {unknown} are not in the matrix; known: {', '.join(model_ids)}")
+        backends.append(choice)
+
+    reference = raw.get("reference", "eager")
+    if reference not in backend_names:
+        raise ConfigError(f"{top}: reference backend {reference!r} is not among the backends: {', '.join(backend_names)}")
+    threads = raw.get("threads", 1)
+    if threads < 1:
+        raise ConfigError(f"{top}: threads must be >= 1, got {threads}")
+
+    distribution_where = where(source, "tool.accelgate.distribution" if source and source.name == "pyproject.toml"
+                               else "distribution")
+    distribution = validate_distribution_table(raw.get("distribution", {}), where(source, "distribution"))
+    check_names(distribution, model_ids, backend_names, distribution_where)
+    speed = validate_speed_table(raw.get("speed", {}), where(source, "speed"))
+    check_floor_names(speed, model_ids, backend_names)
+
+    baseline_dir = Path(raw.get("baseline_dir", "baselines"))
+    base = source.parent if source else root
+    return Config(
+        source=source, root=root, reference=reference, device=parse_device(raw.get("device", "auto")),
+        baseline_dir=baseline_dir if baseline_dir.is_absolute() else base / baseline_dir, threads=threads,
+        models=tuple(models), model_paths=frozen_mapping(paths), backends=tuple(backends),
+        quality=parse_quality(raw, source, model_ids, backend_names),
+        distribution=frozen_mapping(distribution), speed=frozen_mapping(speed),
+    )

@@ -1,0 +1,167 @@
+"""The core of a run, shared by the three gates and free of pytest: config, device, matrix,
+loading, skip reasons, the one place an exception becomes an outcome, per-case cleanup.
+
+**Load once per model.** Reading a pipeline from disk for every case costs more than
+generating with it (a tiny SDXL case spent ~2 s loading for ~0.3 s of generation; a real
+SDXL would reload 7 GB for each of its ~26 cases). The session reads each model once with
+`from_pretrained` (the real loading path still runs) into a pristine copy kept in CPU
+memory, and gives every case an independent deep copy on the run's device: a backend that
+mutates weights, patches modules or attaches hooks changes only its own copy. Tokenizers and
+image processors are shared, not copied: they hold no state a generation changes, and
+copying a CLIP vocabulary costs more than generating a tiny model's images. One pristine
+model is kept at a time (cases arrive grouped by model), so memory holds two copies at most.
+
+Nothing here imports torch until a case needs it: a repository that installs the plugin and
+collects no accelgate case pays nothing.
+"""
+from __future__ import annotations
+
+import copy
+import gc
+import traceback
+from pathlib import Path
+from typing import Any
+
+from accelgate.config.load import Config
+from accelgate.config.schema import ConfigError
+from accelgate.errors import CaseFailed, CaseUnavailable
+from accelgate.matrix import Case, Matrix, Narrowing, build_matrix
+from accelgate.verdict import Verdict, problem
+
+
+def resolve_device(requested: str) -> str:
+    """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'; 'cuda' without one is a ConfigError."""
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def describe_error(error: BaseException) -> str:
+    """'TypeError at fast.py:14: message': the type, where it was raised, what it said."""
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return f"{type(error).__name__}{where}: {error}"
+
+
+def verdict_for_exception(case: Case, error: Exception, *, unavailable: str = "skipped") -> Verdict:
+    """The one place an exception becomes a case's outcome.
+
+    `CaseUnavailable` (weights, a data file or a package missing here) -> skipped, or the
+    outcome the caller asks for (the distribution gate's --strict-metrics makes it failed);
+    `CaseFailed` (a stale or damaged baseline, degenerate output, corrupt weights) -> failed
+    with its message; anything else a backend or pipeline raises -> error, naming where.
+    """
+    if isinstance(error, CaseUnavailable):
+        return problem(case, unavailable, str(error))
+    if isinstance(error, CaseFailed):
+        return problem(case, "failed", str(error))
+    return problem(case, "error", describe_error(error))
+
+
+def _shared_component(component: Any) -> bool:
+    """Tokenizers and processors: read-only during generation, so every copy may share them."""
+    names = [cls.__name__ for cls in type(component).__mro__]
+    return any(name.endswith(("Tokenizer", "TokenizerFast", "Processor", "FeatureExtractor", "ImageProcessor"))
+               or name in ("PreTrainedTokenizerBase", "ProcessorMixin") for name in names)
+
+
+class Session:
+    """One run's shared state: what every gate needs to load and run a case."""
+
+    def __init__(self, config: Config, device: str | None = None, narrowing: Narrowing | None = None):
+        self.config = config
+        self.requested_device = device or config.device
+        self.narrowing = narrowing or Narrowing()
+        self._device: str | None = None
+        self._matrix: Matrix | None = None
+        self._pristine: tuple[str, Any] | None = None  # (model id, the pipeline as loaded, on CPU)
+        self.model_hashes: dict[str, str] = {}
+
+    # -- resolved when a case first needs it (no torch import before) --------------------
+    @property
+    def device(self) -> str:
+        if self._device is None:
+            device = resolve_device(self.requested_device)
+            if device.startswith("cuda"):
+                import torch
+
+                if not torch.cuda.is_available():
+                    raise ConfigError(f"--device {device}: this machine has no CUDA device torch can use "
+                                      f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); run with "
+                                      "--device cpu or on a GPU machine")
+            else:
+                import torch
+
+                torch.set_num_threads(self.config.threads)  # output differs by a level between thread counts
+            self._device = device
+        return self._device
+
+    @property
+    def matrix(self) -> Matrix:
+        if self._matrix is None:
+            kept = self.narrowing
+            self._matrix = build_matrix(self.config, kept.models, kept.backends, kept.resolutions)
+        return self._matrix
+
+    # -- what cannot run here -------------------------------------------------------------
+    def skip_reason(self, case: Case) -> str | None:
+        """Why a case cannot run on this machine, phrased as what to install or provide."""
+        from accelgate.models.loading import check_available
+
+        if case.model.gpu and not self.device.startswith("cuda"):
+            return (f"{case.model.id} is a real model marked gpu and needs a CUDA device (running on "
+                    f"{self.device}); run on a GPU machine with --device cuda")
+        reason = case.backend.skip_reason(self.device)
+        if reason:
+            return reason
+        if case.model.source == "hub":
+            return check_available(case.model, self.config.model_paths.get(case.model.id))
+        return None
+
+    # -- loading ---------------------------------------------------------------------------
+    def load(self, case: Case):
+        """A fresh, independent pipeline for `case` on the run's device, at its resolution."""
+        from accelgate.models.loading import prepare_resolution
+
+        pristine = self._pristine_of(case.model)
+        shared = {id(c): c for c in pristine.components.values() if _shared_component(c)}
+        pipe = copy.deepcopy(pristine, memo=shared).to(self.device)
+        prepare_resolution(pipe, case.model, case.height, case.width)
+        return pipe
+
+    def _pristine_of(self, model):
+        from accelgate.models.loading import load_pipeline, model_hash
+
+        if self._pristine is None or self._pristine[0] != model.id:
+            self._pristine = None
+            gc.unfreeze()
+            gc.collect()  # the previous model's copy goes before the next one is read
+            pipe = load_pipeline(model, "cpu", path=self.config.model_paths.get(model.id))
+            self.model_hashes.setdefault(model.id, model_hash(pipe))
+            self._pristine = (model.id, pipe)
+            # Everything alive now (the libraries, the pristine model) lives until the next
+            # model: frozen, the per-case collection walks only what the case allocated.
+            gc.freeze()
+        return self._pristine[1]
+
+    def model_hash(self, model) -> str:
+        if model.id not in self.model_hashes:
+            self._pristine_of(model)
+        return self.model_hashes[model.id]
+
+    # -- after every case ------------------------------------------------------------------
+    def cleanup(self) -> None:
+        """Free what a case left behind (its pipeline copy, CUDA blocks) before the next."""
+        gc.collect()  # cheap: the long-lived heap is frozen (see _pristine_of)
+        if self._device is not None and self._device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+
+    def close(self) -> None:
+        """Drop the pristine model and unfreeze the heap, so interpreter exit collects as usual."""
+        self._pristine = None
+        gc.unfreeze()
+        gc.collect()
