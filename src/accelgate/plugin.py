@@ -14,7 +14,6 @@ from names alone, and torch is imported only once a case is collected.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 from collections.abc import Callable
@@ -25,7 +24,9 @@ from typing import Any
 import pytest
 
 from accelgate.config.load import build_config, find_config
-from accelgate.config.schema import DEVICE_CHOICES, ConfigError, parse_device, parse_name_list, parse_resolution
+from accelgate.config.schema import (
+    DEVICE_CHOICES, ConfigError, option_type, parse_device, parse_name_list, parse_resolution,
+)
 from accelgate.matrix import narrow
 from accelgate.models.registry import TASKS
 from accelgate.session import Session
@@ -45,13 +46,6 @@ WORKER_PARTS = "accelgate_parts"  # the key of a worker's parts in xdist's worke
 pytest_plugins = ["accelgate.quality.plugin", "accelgate.distribution.plugin", "accelgate.speed.plugin"]
 
 
-def _device_option(text: str) -> str:
-    try:
-        return parse_device(text)
-    except ConfigError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("accelgate", "accelgate: quality and speed gate for accelerated diffusion pipelines")
     group.addoption("--accelgate-config", metavar="FILE", default=None,
@@ -59,7 +53,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--models", metavar="LIST", default=None, help="comma list narrowing the matrix's models")
     group.addoption("--backends", metavar="LIST", default=None, help="comma list narrowing the matrix's backends")
     group.addoption("--resolutions", metavar="LIST", default=None, help="comma list like 64x64,32x32")
-    group.addoption("--device", metavar="DEVICE", default=None, type=_device_option,
+    group.addoption("--device", metavar="DEVICE", default=None, type=option_type(parse_device),
                     help=f"where pipelines run: {DEVICE_CHOICES} (default: the config's, else auto)")
     group.addoption("--regen-baselines", action="store_true", default=False,
                     help="write the reference backend's images as the new baselines (atomic per case)")

@@ -105,7 +105,6 @@ def validate_distribution_table(table: dict, where: str) -> dict:
 
 def parse_prompt_set(spec: str, where: str) -> dict:
     """'diffusers-guide' (embedded), 'hpdv2' (HF cache) or 'coco30k:/data/coco' (file set at a path)."""
-    from accelgate.config.load import ConfigError
     from accelgate.prompts.files import LOADERS
     from accelgate.prompts.sets import PROMPT_SETS
 

@@ -8,6 +8,7 @@ the key and what is allowed, because a silently ignored setting is how a gate st
 """
 from __future__ import annotations
 
+import argparse
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -118,6 +119,19 @@ def parse_prompt_limit(text: str) -> int:
     if value < 1:
         raise ValueError(f"--prompt-limit must be >= 1 (the number of prompts per set), got {value}")
     return value
+
+
+def option_type(parse: Callable[[str], R]) -> Callable[[str], R]:
+    """`parse` as an argparse `type=`: its ConfigError or ValueError becomes the usage error
+    pytest prints for a bad command-line value."""
+    def convert(text: str) -> R:
+        try:
+            return parse(text)
+        except (ConfigError, ValueError) as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    convert.__name__ = parse.__name__
+    return convert
 
 
 def most_specific(rules: Iterable[Any], model: str, backend: str, pick: Callable[[Any], R | None]) -> tuple[R, Any] | None:

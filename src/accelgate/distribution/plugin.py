@@ -17,13 +17,12 @@ accelgate.distribution.run's job.
 """
 from __future__ import annotations
 
-import argparse
 import warnings
 from dataclasses import dataclass
 
 import pytest
 
-from accelgate.config.schema import parse_prompt_limit
+from accelgate.config.schema import option_type, parse_prompt_limit
 from accelgate.distribution import report  # noqa: F401  (registers the gate's report section)
 from accelgate.distribution.report import RANDOM_MARK, RUN_TITLES
 from accelgate.distribution.run import DistributionRun, DistributionWarning
@@ -34,20 +33,13 @@ FIXTURES = {"accelgate_distribution_case": "prompt-set", "accelgate_metrics_case
 DIST = pytest.StashKey[DistributionRun]()
 
 
-def _prompt_limit_option(text: str) -> int:
-    try:
-        return parse_prompt_limit(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("accelgate")
     group.addoption("--strict-metrics", action="store_true", default=False,
                     help="distribution gate: a missing metric weight or data file, an inconclusive non-inferiority "
                          "test or a statistic the set is too small for is a failure, not a skip or a warning "
                          "(real metric models; the random-weight CPU run proves nothing either way)")
-    group.addoption("--prompt-limit", metavar="N", type=_prompt_limit_option, default=None,
+    group.addoption("--prompt-limit", metavar="N", type=option_type(parse_prompt_limit), default=None,
                     help="distribution gate: use the first N prompts of each prompt set (N >= 1)")
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from accelgate.metrics.features import as_uint8_nchw
+from accelgate.metrics.features import as_uint8_nchw, cached_text_features, finite_features
 from accelgate.metrics.weights import MetricWeightsCorrupt, resolve_model_dir
 
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"  # torchmetrics' default; the aesthetic head needs it too
@@ -85,24 +85,23 @@ class ClipFeatures:
             pixels = self.processor(images=chunk, return_tensors="pt")["pixel_values"]
             pixels = pixels.to(self.device, self.model.dtype)
             out.append(_pooled(self.model.get_image_features(pixel_values=pixels)).float().cpu())
-        return _finite(torch.cat(out), what, self.label)
+        return finite_features(torch.cat(out), what, self.label)
 
     @torch.inference_mode()
     def text_features(self, texts: list[str] | str, what: str = "prompts") -> torch.Tensor:
         """Projected text embeddings [N, D]; cached per string (both backends share prompts)."""
         texts = [texts] if isinstance(texts, str) else list(texts)
-        todo = list(dict.fromkeys(t for t in texts if t not in self._text_cache))
-        for start in range(0, len(todo), self.batch_size):
-            chunk = todo[start:start + self.batch_size]
+        def encode(chunk: list[str]) -> torch.Tensor:
             tokens = self.processor(text=chunk, return_tensors="pt", padding=True, truncation=True,
                                     max_length=self.max_text_length)
             feats = self.model.get_text_features(input_ids=tokens["input_ids"].to(self.device),
                                                  attention_mask=tokens["attention_mask"].to(self.device))
-            for text, row in zip(chunk, _pooled(feats).float().cpu()):
-                self._text_cache[text] = row
+            return _pooled(feats).float().cpu()
+
+        rows = cached_text_features(texts, self._text_cache, self.batch_size, encode)
         if not texts:
             return torch.empty(0, self.embed_dim)
-        return _finite(torch.stack([self._text_cache[t] for t in texts]), what, self.label)
+        return finite_features(torch.stack(rows), what, self.label)
 
     # Convenience: images + prompts -> scores, features computed here.
     def clip_score(self, images, prompts: list[str], clamp: bool = True) -> torch.Tensor:
@@ -117,13 +116,6 @@ class ClipFeatures:
     def image_similarity(self, source_images, edited_images) -> torch.Tensor:
         return image_similarity(self.image_features(source_images, "input images"),
                                 self.image_features(edited_images, "edited images"))
-
-
-def _finite(t: torch.Tensor, what: str, label: str) -> torch.Tensor:
-    if not torch.isfinite(t).all():
-        rows = (~torch.isfinite(t)).any(dim=1).nonzero().flatten().tolist()
-        raise ValueError(f"{what}: {label} produced non-finite features for rows {rows[:10]}")
-    return t
 
 
 def _pair(a: torch.Tensor, b: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor]:

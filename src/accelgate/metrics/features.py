@@ -8,7 +8,7 @@ non-finite pixels and non-finite features are errors.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,26 @@ from accelgate.metrics.weights import MetricWeightsCorrupt, load_checkpoint, res
 
 class InsufficientSamples(ValueError):
     """Too few images for the statistic to mean anything."""
+
+
+def finite_features(t: torch.Tensor, what: str, label: str) -> torch.Tensor:
+    """`t` [N, D], or a ValueError naming the rows a feature model turned non-finite."""
+    if not torch.isfinite(t).all():
+        rows = (~torch.isfinite(t)).any(dim=1).nonzero().flatten().tolist()
+        raise ValueError(f"{what}: {label} produced non-finite features for rows {rows[:10]}")
+    return t
+
+
+def cached_text_features(texts: list[str], cache: dict[str, torch.Tensor], batch_size: int,
+                         encode: Callable[[list[str]], torch.Tensor]) -> list[torch.Tensor]:
+    """Text embeddings through a per-string cache: the candidate and the reference backend score
+    the same prompts, so each is encoded once, in batches of new strings."""
+    todo = list(dict.fromkeys(t for t in texts if t not in cache))
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start:start + batch_size]
+        for text, row in zip(chunk, encode(chunk)):
+            cache[text] = row
+    return [cache[t] for t in texts]
 
 
 # ---------------------------------------------------------------- images in, uint8 NCHW out

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from accelgate.metrics.catalog import HPS_VERSIONS
-from accelgate.metrics.features import as_uint8_nchw
+from accelgate.metrics.features import as_uint8_nchw, cached_text_features, finite_features
 from accelgate.metrics.weights import MetricWeightsCorrupt, load_checkpoint, load_state_dict_strict, resolve_file
 
 HPS_MODEL = "ViT-H-14"
@@ -118,26 +118,16 @@ class HPSScorer:
         for start in range(0, batch.shape[0], self.batch_size):
             x = hps_preprocess(batch[start:start + self.batch_size].to(self.device), self.image_size, self.antialias)
             out.append(self.model.encode_image(x.to(dtype), normalize=True).float().cpu())
-        return _finite(torch.cat(out), what, self.label)
+        return finite_features(torch.cat(out), what, self.label)
 
     @torch.inference_mode()
     def text_features(self, prompts: list[str] | str, what: str = "prompts") -> torch.Tensor:
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        todo = list(dict.fromkeys(p for p in prompts if p not in self._text_cache))
-        for start in range(0, len(todo), self.batch_size):
-            chunk = todo[start:start + self.batch_size]
-            tokens = self.tokenizer(chunk).to(self.device)
-            for prompt, row in zip(chunk, self.model.encode_text(tokens, normalize=True).float().cpu()):
-                self._text_cache[prompt] = row
-        return _finite(torch.stack([self._text_cache[p] for p in prompts]), what, self.label)
+        rows = cached_text_features(
+            prompts, self._text_cache, self.batch_size,
+            lambda chunk: self.model.encode_text(self.tokenizer(chunk).to(self.device), normalize=True).float().cpu())
+        return finite_features(torch.stack(rows), what, self.label)
 
     def score(self, images, prompts: list[str]) -> torch.Tensor:
         """Per-image HPS (cosine; x100 for tables) of each image against its own prompt."""
         return hps_score(self.image_features(images), self.text_features(prompts))
-
-
-def _finite(t: torch.Tensor, what: str, label: str) -> torch.Tensor:
-    if not torch.isfinite(t).all():
-        rows = (~torch.isfinite(t)).any(dim=1).nonzero().flatten().tolist()
-        raise ValueError(f"{what}: {label} produced non-finite features for rows {rows[:10]}")
-    return t

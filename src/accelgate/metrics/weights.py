@@ -145,6 +145,11 @@ def spec(key: str) -> WeightSpec:
         raise KeyError(f"unknown metric weights {key!r}; known: {', '.join(sorted(WEIGHTS))}") from None
 
 
+def _first_file(folder: Path, names) -> Path | None:
+    """The first of `names` that is a file in `folder`."""
+    return next((folder / name for name in names if (folder / name).is_file()), None)
+
+
 def resolve_file(key: str, explicit: str | os.PathLike | None = None) -> Path:
     """The local path of a single-file weight, or `MetricWeightsMissing` naming where to put it."""
     s = spec(key)
@@ -152,18 +157,16 @@ def resolve_file(key: str, explicit: str | os.PathLike | None = None) -> Path:
         path = Path(explicit).expanduser()
         if path.is_file():
             return path
-        if path.is_dir():
-            for name in s.filenames:
-                if (path / name).is_file():
-                    return path / name
+        if path.is_dir() and _first_file(path, s.filenames):
+            return _first_file(path, s.filenames)
         raise MetricWeightsMissing(key, f"configured path {path}", [f"{path} (does not exist or lacks "
                                    f"{' / '.join(s.filenames)})"], s.prefetch(),
                                    note="the config names this path, so no other place is searched")
     searched = []
     local = weights_dir()
-    for name in s.filenames:
-        if (local / name).is_file():
-            return local / name
+    found = _first_file(local, s.filenames)
+    if found:
+        return found
     searched.append(f"{local} (${ENV_WEIGHTS_DIR})")
     if s.hf_repo:
         for name in s.filenames:
@@ -172,18 +175,15 @@ def resolve_file(key: str, explicit: str | os.PathLike | None = None) -> Path:
             if found:
                 return found
         searched.append(f"HF cache {hub_cache_dir()} repo {s.hf_repo} ($HF_HUB_CACHE / $HF_HOME)")
-    if s.torch_hub:
-        hub = torch_hub_checkpoints()
-        for name in s.filenames:
-            if (hub / name).is_file():
-                return hub / name
-        searched.append(f"torch hub cache {hub} ($TORCH_HOME)")
-    if s.hpsv2_cache:
-        root = hpsv2_root()
-        for name in s.filenames:
-            if (root / name).is_file():
-                return root / name
-        searched.append(f"hpsv2 cache {root} ($HPS_ROOT)")
+    caches = ((s.torch_hub, torch_hub_checkpoints, "torch hub cache {} ($TORCH_HOME)"),
+              (s.hpsv2_cache, hpsv2_root, "hpsv2 cache {} ($HPS_ROOT)"))
+    for wanted, folder, label in caches:
+        if wanted:
+            root = folder()
+            found = _first_file(root, s.filenames)
+            if found:
+                return found
+            searched.append(label.format(root))
     raise MetricWeightsMissing(key, " or ".join(s.filenames) + f" ({s.description})", searched, s.prefetch())
 
 

@@ -144,7 +144,8 @@ def load_pipeline(spec: ModelSpec, device: str, dtype: str | None = None, path: 
         raise ModelUnavailable(f"{spec.id}: diffusers {diffusers.__version__} has no pipeline class "
                                f"{spec.pipeline_class!r}; upgrade diffusers")
     if spec.source == "tiny":
-        pipe = pipeline_class.from_pretrained(ensure_tiny_built(spec, cache_dir), torch_dtype=torch_dtype)
+        pipe = pipeline_class.from_pretrained(ensure_tiny_built(spec, cache_dir), torch_dtype=torch_dtype,
+                                              local_files_only=True)
     else:
         reason = check_available(spec, path)
         if reason:

@@ -197,26 +197,19 @@ def _sdxl_unet(sample_size: int = 32):
     return unet
 
 
+# What the two tiny transformers share (PixArt and DiT are both DiT-style, 2 blocks, 2x2 patches).
+_TRANSFORMER = dict(num_layers=2, patch_size=2, attention_head_dim=8, in_channels=4, out_channels=8,
+                    attention_bias=True, activation_fn="gelu-approximate", num_embeds_ada_norm=1000,
+                    norm_elementwise_affine=False)
+
+
 def _pixart_transformer(sample_size: int = 32):
     from diffusers import PixArtTransformer2DModel
 
     torch.manual_seed(0)
     transformer = PixArtTransformer2DModel(
-        sample_size=sample_size,
-        num_layers=2,
-        patch_size=2,
-        attention_head_dim=8,
-        num_attention_heads=3,
-        caption_channels=32,
-        in_channels=4,
-        cross_attention_dim=24,
-        out_channels=8,
-        attention_bias=True,
-        activation_fn="gelu-approximate",
-        num_embeds_ada_norm=1000,
-        norm_type="ada_norm_single",
-        norm_elementwise_affine=False,
-        norm_eps=1e-6,
+        sample_size=sample_size, num_attention_heads=3, caption_channels=32, cross_attention_dim=24,
+        norm_type="ada_norm_single", norm_eps=1e-6, **_TRANSFORMER,
     ).eval()
     latents, t = _calibration_batch(sample_size)
     context = torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(99))
@@ -235,18 +228,7 @@ def _dit_transformer(sample_size: int = 32):
 
     torch.manual_seed(0)
     transformer = DiTTransformer2DModel(
-        sample_size=sample_size,
-        num_layers=2,
-        patch_size=2,
-        attention_head_dim=8,
-        num_attention_heads=2,
-        in_channels=4,
-        out_channels=8,
-        attention_bias=True,
-        activation_fn="gelu-approximate",
-        num_embeds_ada_norm=1000,
-        norm_type="ada_norm_zero",
-        norm_elementwise_affine=False,
+        sample_size=sample_size, num_attention_heads=2, norm_type="ada_norm_zero", **_TRANSFORMER,
     ).eval()
     latents, t = _calibration_batch(sample_size)
     labels = torch.tensor([1, 207, 1000])  # two classes and the null class of guidance

@@ -19,33 +19,7 @@ import torch._dynamo  # noqa: F401,E402
 import torch._inductor.utils  # noqa: F401,E402
 from diffusers import AutoencoderKL, DiTPipeline, DiTTransformer2DModel  # noqa: F401,E402
 
-REPO = Path(__file__).resolve().parents[2]
-
-FAKES = '''
-import time
-
-import torch
-
-
-def _denoiser(pipe):
-    return getattr(pipe, "unet", None) or pipe.transformer
-
-
-def sleepy(pipe, delay=0.2):
-    _denoiser(pipe).register_forward_pre_hook(lambda module, args: time.sleep(delay))
-    return pipe
-
-
-def recompiler(pipe):
-    compiled = torch.compile(lambda x, n: x + n, dynamic=False, backend="eager")
-    calls = [0]
-
-    def hook(module, args):
-        calls[0] += 1
-        compiled(torch.zeros(1), calls[0])
-    _denoiser(pipe).register_forward_pre_hook(hook)
-    return pipe
-'''
+REPO = Path(__file__).resolve().parents[3]
 
 QUALITY_MODULE = """
 import pytest
@@ -61,9 +35,9 @@ def config_text(accel_delay=0.3, backends=("base", "accel"), extra="", speed="")
     """tiny-dit at 32x32, 3 steps; `base` (the reference) and `accel` sleep in the denoiser.
     Every [backend.X] table joins the matrix, so only the listed ones are declared."""
     tables = {
-        "base": 'factory = "speed_fakes:sleepy"\noptions = {delay = 0.3}',
-        "accel": f'factory = "speed_fakes:sleepy"\noptions = {{delay = {accel_delay}}}',
-        "recomp": 'factory = "speed_fakes:recompiler"\nrecompile_budget = 2',
+        "base": 'factory = "fixtures.speed_backends:sleepy"\noptions = {delay = 0.3}',
+        "accel": f'factory = "fixtures.speed_backends:sleepy"\noptions = {{delay = {accel_delay}}}',
+        "recomp": 'factory = "fixtures.speed_backends:recompiler"\nrecompile_budget = 2',
     }
     declared = "\n".join(f"[backend.{name}]\n{tables[name]}" for name in backends)
     return f"""
@@ -82,9 +56,9 @@ resolutions = ["32x32"]
 
 @pytest.fixture
 def project(pytester):
-    pytester.syspathinsert()
+    pytester.syspathinsert(REPO)  # fixtures.speed_backends, by factory path
     # A basename of its own: the suite's tests/test_speed.py is already imported in this process.
-    pytester.makepyfile(speed_fakes=FAKES, test_inner_speed=(REPO / "tests" / "test_speed.py").read_text())
+    pytester.makepyfile(test_inner_speed=(REPO / "tests" / "test_speed.py").read_text())
 
     def write(text):
         path = pytester.path / "accelgate.toml"

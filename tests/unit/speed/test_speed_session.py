@@ -28,47 +28,7 @@ from accelgate.speed.session import SpeedSession
 from accelgate.speed.timing import WallTimer
 
 MiB = 2**20
-
-FAKES = '''
-"""Fake backends for the speed tests: each is factory(pipe, **options) -> pipe."""
-import time
-
-import torch
-
-
-def _denoiser(pipe):
-    return getattr(pipe, "unet", None) or pipe.transformer
-
-
-def sleepy(pipe, delay=0.1):
-    """Sleeps before every denoiser call: a speed that is known and nearly noise-free."""
-    _denoiser(pipe).register_forward_pre_hook(lambda module, args: time.sleep(delay))
-    return pipe
-
-
-def hog(pipe, mib=64):
-    """Touches `mib` MiB for 20 ms in every denoiser call: a known peak-memory cost."""
-    def hook(module, args):
-        buffer = torch.ones(mib * 2**20 // 4)
-        time.sleep(0.02)
-        del buffer
-    _denoiser(pipe).register_forward_pre_hook(hook)
-    return pipe
-
-
-def recompiler(pipe):
-    """Compiles a trivial function that guards on a Python int changing every call: a
-    recompile per denoiser call until dynamo's recompile limit, then silent eager."""
-    compiled = torch.compile(lambda x, n: x + n, dynamic=False, backend="eager")
-    calls = [0]
-
-    def hook(module, args):
-        calls[0] += 1
-        compiled(torch.zeros(1), calls[0])
-    _denoiser(pipe).register_forward_pre_hook(hook)
-    return pipe
-'''
-
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 _SESSIONS: list[SpeedSession] = []
 
@@ -81,22 +41,10 @@ def close_sessions():
         _SESSIONS.pop().close()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Like the plugin on CPU (threads = 1): a second thread only adds contention noise."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
-def fakes(tmp_path, monkeypatch):
-    (tmp_path / "speed_fakes.py").write_text(FAKES)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    return tmp_path
+def fakes(example_backends):
+    """fixtures.speed_backends (sleepy, hog, recompiler) importable by factory path."""
+    return example_backends
 
 
 def session_for(root: Path, backends: dict[str, str], speed: dict | None = None, reference: str | None = None,
@@ -168,8 +116,8 @@ def test_floor_naming_a_backend_outside_the_matrix_is_refused(tmp_path):
 def test_floor_precedence_model_then_backend_then_backend_table(tmp_path, fakes):
     floors = ('[{backend = "fast", min_speedup = 1.5}, '
               '{backend = "fast", model = "tiny-dit", min_speedup = 2.5, reason = "measured"}]')
-    session, cases = session_for(tmp_path, {"eager": "", "fast": 'factory = "speed_fakes:sleepy"\nmin_speedup = 1.1',
-                                            "other": 'factory = "speed_fakes:sleepy"\nmin_speedup = 1.1'},
+    session, cases = session_for(tmp_path, {"eager": "", "fast": 'factory = "fixtures.speed_backends:sleepy"\nmin_speedup = 1.1',
+                                            "other": 'factory = "fixtures.speed_backends:sleepy"\nmin_speedup = 1.1'},
                                  speed={"floors": floors})
     assert session.floor_for(case_of(cases, "fast")) == (2.5, "measured")
     assert session.floor_for(case_of(cases, "other")) == (1.1, "[backend.other] min_speedup")
@@ -183,7 +131,7 @@ def test_floor_precedence_model_then_backend_then_backend_table(tmp_path, fakes)
 def test_extra_info_holds_every_number_and_it_per_s_matches_an_independent_clock(tmp_path, fakes):
     """it/s from the step stamps (steps 2..N) against a plain wall clock over whole calls of
     the same pipeline in the same process: (8 - 3) steps / (T(8 steps) - T(3 steps))."""
-    session, cases = session_for(tmp_path, {"eager": "", "sleepy": 'factory = "speed_fakes:sleepy"\noptions = {delay = 0.2}'},
+    session, cases = session_for(tmp_path, {"eager": "", "sleepy": 'factory = "fixtures.speed_backends:sleepy"\noptions = {delay = 0.2}'},
                                  steps=5)
     case = case_of(cases, "sleepy")
     m = session.prepare(case)
@@ -216,7 +164,7 @@ def test_extra_info_holds_every_number_and_it_per_s_matches_an_independent_clock
 
 
 def test_peak_memory_goes_through_one_probe_and_sees_a_backend_allocation(tmp_path, fakes):
-    session, cases = session_for(tmp_path, {"eager": "", "hog": 'factory = "speed_fakes:hog"\noptions = {mib = 96}'})
+    session, cases = session_for(tmp_path, {"eager": "", "hog": 'factory = "fixtures.speed_backends:hog"\noptions = {mib = 96}'})
     infos = {c.backend.name: session.measure(c, run_rounds).extra_info for c in cases}
     assert infos["hog"]["peak_mem_bytes"] >= 90 * MiB
     assert infos["eager"]["peak_mem_bytes"] < 48 * MiB
@@ -228,7 +176,7 @@ def test_peak_memory_goes_through_one_probe_and_sees_a_backend_allocation(tmp_pa
 
 
 def test_a_backend_recompiling_on_every_call_fails_its_budget(tmp_path, fakes):
-    session, cases = session_for(tmp_path, {"eager": "", "recomp": 'factory = "speed_fakes:recompiler"'})
+    session, cases = session_for(tmp_path, {"eager": "", "recomp": 'factory = "fixtures.speed_backends:recompiler"'})
     verdict = session.measure(case_of(cases, "recomp"), run_rounds)
     info = verdict.extra_info
     assert not verdict.passed
@@ -274,9 +222,9 @@ def test_a_declared_budget_of_zero_fails_on_the_second_resolution(tmp_path):
 # Nominal speed-ups against "slow": fast 9x+ (floor 2 holds while compute < 0.6 s a call),
 # fallback 1.0x (floor 1.5 fails unless contention hits "slow" 0.37 s a call harder).
 FLOOR_BACKENDS = {
-    "slow": 'factory = "speed_fakes:sleepy"\noptions = {delay = 0.25}',
-    "fast": 'factory = "speed_fakes:sleepy"\noptions = {delay = 0.02}\nmin_speedup = 2',
-    "fallback": 'factory = "speed_fakes:sleepy"\noptions = {delay = 0.25}\nmin_speedup = 1.5',
+    "slow": 'factory = "fixtures.speed_backends:sleepy"\noptions = {delay = 0.25}',
+    "fast": 'factory = "fixtures.speed_backends:sleepy"\noptions = {delay = 0.02}\nmin_speedup = 2',
+    "fallback": 'factory = "fixtures.speed_backends:sleepy"\noptions = {delay = 0.25}\nmin_speedup = 1.5',
 }
 
 

@@ -25,7 +25,7 @@ from accelgate.distribution.run import DistributionRun
 from accelgate.matrix import Case
 from accelgate.models.registry import ModelSpec
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def settings(**table):
@@ -211,26 +211,14 @@ def _tiny_sd():
 
 
 @pytest.fixture
-def backends(monkeypatch):
+def backends(example_backends):
     import accelgate.backends  # noqa: F401  (registers the built-in backends)
     from accelgate.backends.registry import get_backend
     from accelgate.backends.user import user_backend
 
-    monkeypatch.syspath_prepend(str(REPO))  # fixtures.example_backends, by factory path
     return {"eager": get_backend("eager"),
             "identity": user_backend("identity", "fixtures.example_backends:identity"),
             "noise": user_backend("noise", "fixtures.example_backends:denoiser_noise", {"sigma": 1.0})}
-
-
-@pytest.fixture
-def empty_caches(tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
-    monkeypatch.setenv("ACCELGATE_WEIGHTS_DIR", str(tmp_path / "weights"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv("HPS_ROOT", str(tmp_path / "hps"))
 
 
 TINY = ModelSpec(id="tiny", task="text-to-image", pipeline_class="StableDiffusionPipeline", denoiser="unet",

@@ -18,22 +18,13 @@ from accelgate.metrics.offline import random_aesthetic_head, tiny_clip, tiny_hps
 from accelgate.metrics.weights import MetricWeightsCorrupt, MetricWeightsMissing
 from accelgate.prompts.sets import get_prompt_set, load_sample_image
 
+pytestmark = pytest.mark.usefixtures("empty_caches")
+
 PUBLISHED_SHAPES = {  # improved-aesthetic-predictor's MLP(768)
     "layers.0.weight": (1024, 768), "layers.0.bias": (1024,), "layers.2.weight": (128, 1024), "layers.2.bias": (128,),
     "layers.4.weight": (64, 128), "layers.4.bias": (64,), "layers.6.weight": (16, 64), "layers.6.bias": (16,),
     "layers.7.weight": (1, 16), "layers.7.bias": (1,),
 }
-
-
-@pytest.fixture(autouse=True)
-def empty_caches(tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
-    monkeypatch.setenv("ACCELGATE_WEIGHTS_DIR", str(tmp_path / "weights"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv("HPS_ROOT", str(tmp_path / "hpsv2"))
 
 
 def photos(n=4, size=48) -> torch.Tensor:

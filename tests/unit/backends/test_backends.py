@@ -23,6 +23,8 @@ from accelgate.backends.onediff import NEXFORT_DEFAULT_OPTIONS
 from accelgate.models.loading import load_pipeline, prepare_resolution
 from accelgate.models.registry import get_model
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 MODELS = ("tiny-sd", "tiny-sdxl", "tiny-sd-img2img", "tiny-pix2pix", "tiny-pixart", "tiny-dit")
 UNET_MODELS = MODELS[:4]
 TRANSFORMER_MODELS = MODELS[4:]
@@ -40,15 +42,6 @@ EXPECTED_NA = {
     *(("tomesd", m) for m in TRANSFORMER_MODELS),
     *(("first-block-cache", m) for m in UNET_MODELS),
 }
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """1 vs 2 threads moves outputs by a uint8 level; exact comparisons need a pinned count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 _PRISTINE: dict[str, object] = {}

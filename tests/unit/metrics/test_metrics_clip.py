@@ -19,14 +19,7 @@ from accelgate.models.tokenizers import clip_tokenizer
 from accelgate.metrics.weights import MetricWeightsMissing
 from accelgate.prompts.sets import get_prompt_set, load_sample_image
 
-
-@pytest.fixture(autouse=True)
-def empty_caches(tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
-    monkeypatch.setenv("ACCELGATE_WEIGHTS_DIR", str(tmp_path / "weights"))
+pytestmark = pytest.mark.usefixtures("empty_caches")
 
 
 @pytest.fixture(scope="module")

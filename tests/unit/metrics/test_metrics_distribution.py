@@ -18,15 +18,7 @@ from accelgate.metrics.stats import delta_gate
 from accelgate.metrics.weights import MetricWeightsCorrupt, MetricWeightsMissing
 from accelgate.prompts.sets import load_sample_image
 
-
-@pytest.fixture(autouse=True)
-def empty_caches(tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
-    monkeypatch.setenv("ACCELGATE_WEIGHTS_DIR", str(tmp_path / "weights"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+pytestmark = pytest.mark.usefixtures("empty_caches")
 
 
 @functools.lru_cache(maxsize=1)

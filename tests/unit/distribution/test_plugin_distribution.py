@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 TEST_MODULE = (REPO / "tests" / "test_distribution.py").read_text()
 
@@ -144,13 +144,7 @@ def test_prompt_set_run_interval_narrows_with_prompt_limit_and_hps_per_style(pyt
     assert "| eager (reference) | " in summary.split("#### HPS v2 per style")[1]
 
 
-def test_missing_weights_skip_with_the_file_name_and_fail_with_strict_metrics(pytester, project, tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
-    monkeypatch.setenv("ACCELGATE_WEIGHTS_DIR", str(tmp_path / "weights"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+def test_missing_weights_skip_with_the_file_name_and_fail_with_strict_metrics(pytester, project, empty_caches):
     config = project('models = ["tiny-sd"]\nbackends = ["noise"]\nmetrics = ["fid", "lpips"]')
     result = _run(pytester, config, "-m", "quality and slow", "-rs")
     result.assert_outcomes(skipped=1, deselected=1)
