@@ -2,18 +2,33 @@
 
 Layout: `<baseline_dir>/<device class>/<model>/<WxH>/{manifest.json, 00.png, ...}`. Device
 classes keep CPU and each GPU model apart, because the same seed gives other pixels on
-other hardware. A regen writes the new case directory beside the old one and swaps them by
-renaming, so an interrupted regen leaves the previous baseline readable: if the swap itself
-is cut between its two renames, the next read restores the old directory.
+other hardware.
+
+**Writes are atomic and serialized.** A regen writes the new case directory beside the old
+one (`.WxH.new-*`), records the swap in a journal (`.WxH.swap`), renames the old directory
+aside (`.WxH.old-*`), renames the new one into place and removes the journal and the old copy.
+Writers hold an exclusive `flock` on the model directory, readers a shared one, so two
+concurrent regens (`-n 2`, two CI jobs) take turns and a reader never sees a swap half-done.
+Only a swap its journal describes is ever finished (or rolled back) by the next reader or
+writer; any other `.new-*`/`.old-*` directory is a leftover and is removed, never restored:
+an `.old-*` copy must not come back once a newer state exists (the user deleted the baseline,
+or a later regen wrote one). A case directory that is a symlink is kept: the new baseline is
+written where it points (a dangling one is refused). Files and folders get the usual modes
+(0666 / 0777 minus the umask), so a CI artifact reader under another user can read them.
+
+**Reads trust nothing.** Every manifest field is type-checked, every image must carry its
+sha256 and match it; each problem is a `BaselineError` naming the file and the regen command.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
+import secrets
 import shutil
-import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,6 +40,11 @@ from accelgate.errors import CaseFailed
 
 MANIFEST = "manifest.json"
 FORMAT = 1
+# field -> (type, required); resolution and versions are checked further below
+MANIFEST_FIELDS = {"format": (int, True), "images": (list, True), "settings": (dict, True), "model_hash": (str, True),
+                   "model": (str, False), "reference_backend": (str, False), "resolution": (list, False),
+                   "versions": (dict, False), "device_class": (str, False), "created": (str, False)}
+IMAGE_FIELDS = {"file": (str, True), "sha256": (str, True), "prompt": (str, False), "seed": (int, False)}
 
 
 class BaselineError(CaseFailed):
@@ -62,6 +82,65 @@ class Baseline:
     images: tuple[np.ndarray, ...]
 
 
+@contextlib.contextmanager
+def locked(directory: Path, exclusive: bool) -> Iterator[None]:
+    """flock on a directory: exclusive for writers and repairs, shared for readers (no lock
+    file is left behind in the committed tree). Where flock is missing, no lock."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _fsync_directory(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _type_errors(table: Any, fields: dict, where: str) -> list[str]:
+    if not isinstance(table, dict):
+        return [f"{where} must be a JSON object, got {type(table).__name__}"]
+    problems = []
+    for name, (kind, required) in fields.items():
+        if name not in table:
+            if required:
+                problems.append(f"{where} has no {name!r}")
+        elif not isinstance(table[name], kind) or isinstance(table[name], bool):
+            problems.append(f"{where}: {name!r} must be a {kind.__name__}, got {type(table[name]).__name__} "
+                            f"{table[name]!r:.60}")
+    return problems
+
+
+def manifest_problems(manifest: Any) -> list[str]:
+    """Every field of a manifest with a wrong type, a missing required field, a missing hash."""
+    problems = _type_errors(manifest, MANIFEST_FIELDS, "the manifest")
+    if problems:
+        return problems
+    if manifest["format"] != FORMAT:
+        problems.append(f"format {manifest['format']!r}, this accelgate reads format {FORMAT}")
+    resolution = manifest.get("resolution", [1, 1])
+    if len(resolution) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in resolution):
+        problems.append(f"'resolution' must be [width, height] in pixels, got {resolution!r}")
+    if not all(isinstance(v, str) for v in manifest.get("versions", {}).values()):
+        problems.append(f"'versions' must map package names to version strings, got {manifest['versions']!r}")
+    for index, entry in enumerate(manifest["images"]):
+        problems += _type_errors(entry, IMAGE_FIELDS, f"image entry #{index}")
+        if isinstance(entry, dict) and "sha256" not in entry:
+            problems[-1] += " (an image without its hash cannot be told apart from an edited or damaged one)"
+    return problems
+
+
 class BaselineStore:
     def __init__(self, root: Path, device_class: str, regen_command: "callable"):
         self.root = Path(root)
@@ -71,69 +150,133 @@ class BaselineStore:
     def case_dir(self, model: str, resolution: str) -> Path:
         return self.root / self.device_class / model / resolution
 
-    def _recover(self, target: Path) -> None:
-        """Finish a swap cut between its two renames: put the previous baseline back."""
-        if target.exists():
-            return
-        leftovers = sorted(target.parent.glob(f".{target.name}.old-*")) if target.parent.exists() else []
-        if leftovers:
-            leftovers[-1].rename(target)
+    @staticmethod
+    def _real(target: Path, regen: str) -> Path:
+        """Where the case's files live: the target, or where its symlink points (kept as is)."""
+        if not target.is_symlink():
+            return target
+        real = target.resolve()
+        if not real.is_dir():
+            raise BaselineError(f"baseline directory {target} is a symlink to {real}, which is not a directory: "
+                                f"accelgate writes baselines where such a link points and will not replace the link. "
+                                f"Create {real}, or remove the link to keep baselines in place; then:\n    {regen}")
+        return real
 
+    # -- repairs (under the exclusive lock) -----------------------------------------------
+    @staticmethod
+    def _journal(work: Path) -> Path:
+        return work.parent / f".{work.name}.swap"
+
+    def _leftovers(self, work: Path) -> list[Path]:
+        return sorted(p for pattern in (f".{work.name}.new-*", f".{work.name}.old-*") for p in work.parent.glob(pattern))
+
+    def _needs_repair(self, work: Path) -> bool:
+        return self._journal(work).exists() or bool(self._leftovers(work))
+
+    def _recover(self, work: Path) -> None:
+        """Finish the swap the journal describes (the new directory was complete before the
+        journal was written, so it wins; the old one only when the new one is gone), then remove
+        every leftover. Without a journal nothing is restored."""
+        journal = self._journal(work)
+        if journal.exists():
+            try:
+                swap = json.loads(journal.read_text(encoding="utf-8"))
+                new, old = work.parent / str(swap["new"]), work.parent / str(swap.get("old") or "")
+            except (OSError, ValueError, KeyError, TypeError):
+                new = old = None  # a torn journal: the swap had not started (it is written before any rename)
+            if new is not None and not work.exists():
+                if new.is_dir() and (new / MANIFEST).is_file():
+                    new.rename(work)
+                elif old.name and old.is_dir():
+                    old.rename(work)
+            journal.unlink()
+            _fsync_directory(work.parent)
+        for leftover in self._leftovers(work):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    # -- writing ----------------------------------------------------------------------------
     def write(self, model: str, resolution: str, manifest: dict[str, Any], images: list[np.ndarray]) -> Path:
         """Atomically replace the case's baseline with these images and manifest."""
         target = self.case_dir(model, resolution)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        self._recover(target)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
-        try:
-            entries = []
-            for index, (entry, image) in enumerate(zip(manifest["images"], images)):
-                name = f"{index:02d}.png"
-                write_png(staging / name, image)
-                entries.append({**entry, "file": name, "sha256": image_sha256(image)})
-            full = {**manifest, "format": FORMAT, "images": entries}
-            with (staging / MANIFEST).open("w", encoding="utf-8") as handle:
-                json.dump(full, handle, indent=2, ensure_ascii=False, sort_keys=True)
-                handle.write("\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            old = None
-            if target.exists():
-                old = target.parent / f".{target.name}.old-{os.getpid()}"
-                target.rename(old)
-            staging.rename(target)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        work = self._real(target, self.regen_command(f"{model}/-/{resolution}"))
+        work.parent.mkdir(parents=True, exist_ok=True)
+        with locked(work.parent, exclusive=True):
+            self._recover(work)
+            staging = work.parent / f".{work.name}.new-{os.getpid()}-{secrets.token_hex(3)}"
+            old = work.parent / f".{work.name}.old-{os.getpid()}-{secrets.token_hex(3)}"
+            journal = self._journal(work)
+            try:
+                staging.mkdir()  # 0777 minus the umask, unlike mkdtemp's 0700
+                entries = []
+                for index, (entry, image) in enumerate(zip(manifest["images"], images)):
+                    name = f"{index:02d}.png"
+                    write_png(staging / name, image)
+                    entries.append({**entry, "file": name, "sha256": image_sha256(image)})
+                full = {**manifest, "format": FORMAT, "images": entries}
+                with (staging / MANIFEST).open("w", encoding="utf-8") as handle:
+                    json.dump(full, handle, indent=2, ensure_ascii=False, sort_keys=True)
+                    handle.write("\n")
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                _fsync_directory(staging)
+                journal.write_text(json.dumps({"new": staging.name, "old": old.name if work.exists() else None}))
+                _fsync_directory(work.parent)
+                if work.exists():
+                    work.rename(old)
+                staging.rename(work)
+                _fsync_directory(work.parent)
+                journal.unlink()
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    if journal.exists() and not work.exists() and old.is_dir():
+                        old.rename(work)  # roll back at once: the previous baseline stays in place
+                    journal.unlink(missing_ok=True)
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
         return target
 
+    # -- reading ----------------------------------------------------------------------------
     def read(self, case_id: str, model: str, resolution: str) -> Baseline:
-        directory = self.case_dir(model, resolution)
-        self._recover(directory)
         regen = self.regen_command(case_id)
-        manifest_path = directory / MANIFEST
-        if not manifest_path.is_file():
+        directory = self.case_dir(model, resolution)
+        work = self._real(directory, regen)
+        if work.parent.is_dir() and self._needs_repair(work):
+            try:
+                with locked(work.parent, exclusive=True):
+                    self._recover(work)
+            except OSError as error:  # a read-only checkout: read what is there, say what is in the way
+                if self._journal(work).exists() and not work.exists():
+                    raise BaselineError(f"the baseline swap recorded in {self._journal(work)} was cut short and "
+                                        f"cannot be finished here ({error.strerror or error}); make the directory "
+                                        f"writable, or regenerate it with:\n    {regen}") from None
+        manifest_path = work / MANIFEST
+        if not work.parent.is_dir() or not manifest_path.is_file():
             raise BaselineError(
                 f"no baseline for {model} at {resolution} on device class {self.device_class!r} "
                 f"(looked for {manifest_path}). Create it with:\n    {regen}"
             )
+        with locked(work.parent, exclusive=False):
+            return self._read_locked(work, manifest_path, regen)
+
+    def _read_locked(self, directory: Path, manifest_path: Path, regen: str) -> Baseline:
         try:
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-            if manifest.get("format") != FORMAT or not isinstance(manifest.get("images"), list):
-                raise ValueError(f"format {manifest.get('format')!r}, expected {FORMAT} with an 'images' list")
         except (ValueError, UnicodeDecodeError) as error:
             raise BaselineError(f"baseline manifest {manifest_path} is corrupt or truncated ({error}). "
                                 f"Regenerate it with:\n    {regen}") from None
+        problems = manifest_problems(manifest)
+        if problems:
+            raise BaselineError(f"baseline manifest {manifest_path} is not one accelgate can trust: "
+                                + "; ".join(problems) + f". Regenerate it with:\n    {regen}")
         images = []
         for entry in manifest["images"]:
-            path = directory / str(entry.get("file", ""))
+            path = directory / entry["file"]
             try:
                 image = read_png(path)
             except (OSError, ValueError, SyntaxError) as error:
                 raise BaselineError(f"baseline image {path} is unreadable ({error}). Regenerate it with:\n    {regen}") from None
-            if entry.get("sha256") and image_sha256(image) != entry["sha256"]:
+            if image_sha256(image) != entry["sha256"]:
                 raise BaselineError(f"baseline image {path} does not match the hash in its manifest: the file was "
                                     f"changed or damaged. Regenerate it with:\n    {regen}")
             images.append(image)
