@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 
-from accelgate.config.load import build_config, find_config
+from accelgate.config.find import find_config
+from accelgate.config.load import build_config
 from accelgate.config.schema import (
     DEVICE_CHOICES, ConfigError, option_type, parse_device, parse_name_list, parse_resolution,
 )
@@ -68,8 +69,10 @@ class AccelgateState:
 
     def __init__(self, pytest_config: pytest.Config):
         option = pytest_config.option
-        source, raw = find_config(Path(pytest_config.rootpath), option.accelgate_config)
-        config = build_config(raw, source, Path(pytest_config.rootpath))
+        found = find_config(Path(pytest_config.rootpath), option.accelgate_config,
+                            Path(pytest_config.invocation_params.dir))
+        source, raw = found.source, found.raw
+        config = build_config(raw, source, source.parent if source else Path(pytest_config.rootpath))
         names = lambda text, allowed, flag: parse_name_list(text, allowed, flag) if text else None  # noqa: E731
         resolutions = None
         if option.resolutions:

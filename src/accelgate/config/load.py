@@ -9,13 +9,13 @@ or applies them.
 """
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
 from accelgate.backends.registry import BACKENDS, BackendSpec, get_backend
 from accelgate.backends.user import user_backend
+from accelgate.config.checks import check_generation, check_options, check_size, check_unique
 from accelgate.config.distribution import check_names, validate_distribution_table
 from accelgate.config.quality import QualitySettings, Tolerance, parse_quality
 from accelgate.config.schema import ConfigError, check_keys, parse_device, parse_resolution, where
@@ -27,14 +27,14 @@ TOP_KEYS = {
     "reference": str, "device": str, "baseline_dir": str, "threads": int,
     "models": list, "backends": list, "generation": dict, "model": dict,
     "backend": dict, "tolerances": dict, "loosen": list, "distribution": dict,
-    "speed": dict,
+    "speed": dict, "case_timeout": (int, float),
 }
 GENERATION_KEYS = {
     "steps": int, "seed": int, "guidance_scale": (int, float), "scheduler": str,
     "dtype": str, "prompt_set": str, "prompt_limit": int,
 }
 MODEL_KEYS = {
-    **GENERATION_KEYS, "resolutions": list, "path": str, "call_kwargs": dict,
+    **GENERATION_KEYS, "resolutions": list, "path": str, "call_kwargs": dict, "allow_large": bool,
     # only for a model that is not in the catalog:
     "repo_id": str, "pipeline_class": str, "task": str, "denoiser": str, "variant": str, "gpu": bool,
 }
@@ -65,6 +65,8 @@ class Config:
     quality: QualitySettings
     distribution: Mapping[str, Any] = field(default_factory=frozen_mapping)
     speed: Mapping[str, Any] = field(default_factory=frozen_mapping)
+    case_timeout: float | None = None  # seconds; None: the device class's default (accelgate.limits)
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)  # the TOML data it came from
 
     def tolerance(self, metric: str, model: str, backend: str) -> Tolerance:
         """The per-image threshold: most specific loosening, else the default."""
@@ -75,30 +77,6 @@ class Config:
             if choice.spec.name == name:
                 return choice
         raise KeyError(name)
-
-
-def read_raw(path: Path, from_pyproject: bool) -> dict[str, Any]:
-    try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path} is not valid TOML: {error}") from None
-    if from_pyproject:
-        data = data.get("tool", {}).get("accelgate", {})
-    return data
-
-
-def find_config(rootdir: Path, explicit: str | None) -> tuple[Path | None, dict[str, Any]]:
-    """The explicit file, else `[tool.accelgate]` of rootdir's pyproject.toml, else defaults."""
-    if explicit:
-        path = Path(explicit).expanduser().resolve()
-        return path, read_raw(path, from_pyproject=path.name == "pyproject.toml")
-    pyproject = rootdir / "pyproject.toml"
-    if pyproject.is_file():
-        return pyproject, read_raw(pyproject, from_pyproject=True)
-    return None, {}
 
 
 def _model_from_table(model_id: str, table: Mapping[str, Any], general: Mapping[str, Any], place: str) -> ModelSpec:
@@ -116,6 +94,10 @@ def _model_from_table(model_id: str, table: Mapping[str, Any], general: Mapping[
         if not table["resolutions"]:
             raise ConfigError(f"{place}: resolutions is empty; give at least one, e.g. ['512x512']")
         settings["resolutions"] = tuple(parse_resolution(r, f"{place} resolutions") for r in table["resolutions"])
+        check_unique(list(settings["resolutions"]), "resolutions", place)
+        native = MODELS[model_id].resolutions if model_id in MODELS else ()
+        check_size(model_id, settings["resolutions"], native, table.get("allow_large", False), place)
+    check_generation(settings, place)
     if "guidance_scale" in settings:
         settings["guidance_scale"] = float(settings["guidance_scale"])
     if model_id in MODELS:
@@ -149,6 +131,8 @@ def _model_from_table(model_id: str, table: Mapping[str, Any], general: Mapping[
 
 def _backend_from_table(name: str, table: Mapping[str, Any], place: str) -> BackendChoice:
     options = table.get("options", {})
+    if "models" in table:
+        check_unique(table["models"], "models", place)
     if "factory" in table:
         if name in BACKENDS:
             raise ConfigError(f"{place}: {name!r} is a built-in backend; give the factory backend another name")
@@ -163,6 +147,7 @@ def _backend_from_table(name: str, table: Mapping[str, Any], place: str) -> Back
             f"{place}: unknown backend {name!r}; built-in backends: {', '.join(sorted(BACKENDS))}; "
             'or declare a user backend with factory = "module:function"'
         )
+    check_options(name, spec.apply, options, place)
     models = tuple(table["models"]) if "models" in table else None
     return BackendChoice(spec, models, table.get("min_speedup"), table.get("recompile_budget"))
 
@@ -176,6 +161,10 @@ def build_config(raw: Mapping[str, Any], source: Path | None, root: Path) -> Con
     check_keys(raw, TOP_KEYS, top)
     general = raw.get("generation", {})
     check_keys(general, GENERATION_KEYS, where(source, "generation"))
+    check_generation(general, where(source, "generation"))
+    for key in ("models", "backends"):
+        if key in raw:
+            check_unique(raw[key], key, top)
 
     model_tables = raw.get("model", {})
     model_ids = list(raw.get("models", sorted(k for k, m in MODELS.items() if m.source == "tiny")))
@@ -220,6 +209,10 @@ def build_config(raw: Mapping[str, Any], source: Path | None, root: Path) -> Con
     threads = raw.get("threads", 1)
     if threads < 1:
         raise ConfigError(f"{top}: threads must be >= 1, got {threads}")
+    case_timeout = raw.get("case_timeout")
+    if case_timeout is not None and not case_timeout > 0:
+        raise ConfigError(f"{top}: case_timeout must be > 0 seconds (leave it out for the device's default), "
+                          f"got {case_timeout}")
 
     distribution_where = where(source, "tool.accelgate.distribution" if source and source.name == "pyproject.toml"
                                else "distribution")
@@ -236,4 +229,5 @@ def build_config(raw: Mapping[str, Any], source: Path | None, root: Path) -> Con
         models=tuple(models), model_paths=frozen_mapping(paths), backends=tuple(backends),
         quality=parse_quality(raw, source, model_ids, backend_names),
         distribution=frozen_mapping(distribution), speed=frozen_mapping(speed),
+        case_timeout=float(case_timeout) if case_timeout is not None else None, raw=dict(raw),
     )

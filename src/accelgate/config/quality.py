@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from accelgate.config.checks import check_tolerances
 from accelgate.config.schema import ConfigError, Loosening, check_keys, most_specific, parse_loosening, where
 from accelgate.metrics.catalog import PER_IMAGE
 from accelgate.registry import frozen_mapping
@@ -50,10 +51,12 @@ def parse_quality(raw: Mapping[str, Any], source, model_ids: list[str], backend_
     table = raw.get("tolerances", {})
     check_keys(table, {m: (int, float) for m in PER_IMAGE}, where(source, "tolerances"))
     tolerances.update({k: float(v) for k, v in table.items()})
+    check_tolerances({k: tolerances[k] for k in table}, where(source, "tolerances"))
     loosenings = []
     for index, entry in enumerate(raw.get("loosen", [])):
         entry_where = where(source, f"[loosen]] #{index + 1}")
         loosening = parse_loosening(entry, PER_IMAGE, entry_where)
+        check_tolerances(loosening.thresholds, entry_where)
         if loosening.backend not in backend_names:
             raise ConfigError(f"{entry_where}: backend {loosening.backend!r} is not in the matrix: {', '.join(backend_names)}")
         if loosening.model is not None and loosening.model not in model_ids:
