@@ -1,5 +1,8 @@
 """The core of a run, shared by the three gates and free of pytest: config, device, matrix,
-loading, skip reasons, the one place an exception becomes an outcome, per-case cleanup.
+loading, skip reasons, the one place an exception becomes an outcome, per-case cleanup, and
+what keeps cases apart: the sandbox of process-wide state (`accelgate.sandbox`), the time
+limit (`accelgate.limits`) and, under `--accelgate-isolate`, a process per case
+(`accelgate.isolate`).
 
 **Load once per model.** Reading a pipeline from disk for every case costs more than
 generating with it (a tiny SDXL case spent ~2 s loading for ~0.3 s of generation; a real
@@ -18,14 +21,18 @@ from __future__ import annotations
 
 import copy
 import gc
+import sys
 import traceback
 from pathlib import Path
 from typing import Any
 
 from accelgate.config.load import Config
-from accelgate.config.schema import ConfigError
+from accelgate.config.schema import ConfigError, format_resolution
 from accelgate.errors import CaseFailed, CaseUnavailable
+from accelgate.isolate import Job, child_result, run_isolated
+from accelgate.limits import case_timeout, is_out_of_memory, out_of_memory_reason
 from accelgate.matrix import Case, Matrix, Narrowing, build_matrix
+from accelgate.sandbox import Sandbox, loaded_classes
 from accelgate.verdict import Verdict, problem
 
 
@@ -45,18 +52,26 @@ def describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}{where}: {error}"
 
 
-def verdict_for_exception(case: Case, error: Exception, *, unavailable: str = "skipped") -> Verdict:
+def verdict_for_exception(case: Case, error: BaseException, *, unavailable: str = "skipped",
+                          device: str = "cpu") -> Verdict:
     """The one place an exception becomes a case's outcome.
 
     `CaseUnavailable` (weights, a data file or a package missing here) -> skipped, or the
     outcome the caller asks for (the distribution gate's --strict-metrics makes it failed);
     `CaseFailed` (a stale or damaged baseline, degenerate output, corrupt weights) -> failed
-    with its message; anything else a backend or pipeline raises -> error, naming where.
+    with its message; running out of memory -> "oom" with the peak and the resolution;
+    `SystemExit` (a backend calling sys.exit) and anything else a backend or pipeline raises
+    -> error, naming where.
     """
     if isinstance(error, CaseUnavailable):
         return problem(case, unavailable, str(error))
     if isinstance(error, CaseFailed):
         return problem(case, "failed", str(error))
+    if is_out_of_memory(error):
+        return problem(case, "oom", out_of_memory_reason(error, format_resolution(case.resolution), device))
+    if isinstance(error, SystemExit):
+        return problem(case, "error", f"{describe_error(error)} (the backend or pipeline called sys.exit({error.code!r}); "
+                                      "accelgate kept the run going)")
     return problem(case, "error", describe_error(error))
 
 
@@ -70,10 +85,14 @@ def _shared_component(component: Any) -> bool:
 class Session:
     """One run's shared state: what every gate needs to load and run a case."""
 
-    def __init__(self, config: Config, device: str | None = None, narrowing: Narrowing | None = None):
+    def __init__(self, config: Config, device: str | None = None, narrowing: Narrowing | None = None, *,
+                 isolate: bool = False, timeout_option: float | None = None):
         self.config = config
         self.requested_device = device or config.device
         self.narrowing = narrowing or Narrowing()
+        self.isolate = isolate  # --accelgate-isolate: each case in its own process
+        self.timeout_option = timeout_option  # --case-timeout (0: no limit)
+        self.sandbox = Sandbox()
         self._device: str | None = None
         self._matrix: Matrix | None = None
         self._pristine: tuple[str, Any] | None = None  # (model id, the pipeline as loaded, on CPU)
@@ -97,6 +116,11 @@ class Session:
                 torch.set_num_threads(self.config.threads)  # output differs by a level between thread counts
             self._device = device
         return self._device
+
+    @property
+    def case_timeout(self) -> float | None:
+        """Seconds one case may run here (None: no limit); see accelgate.limits."""
+        return case_timeout(self.timeout_option, self.config.case_timeout, self.device)
 
     @property
     def matrix(self) -> Matrix:
@@ -146,10 +170,31 @@ class Session:
             gc.freeze()
         return self._pristine[1]
 
+    def pipeline_classes(self, model) -> list[type]:
+        """The classes the model's pipeline is made of (read from disk once, like `load`)."""
+        return loaded_classes(self._pristine_of(model))
+
     def model_hash(self, model) -> str:
         if model.id not in self.model_hashes:
             self._pristine_of(model)
         return self.model_hashes[model.id]
+
+    # -- around every case -----------------------------------------------------------------
+    def case_started(self) -> None:
+        """A fresh peak-memory mark, so an out-of-memory verdict reports this case's peak."""
+        if self._device is not None and self._device.startswith("cuda") and "torch" in sys.modules:
+            import torch
+
+            if torch.cuda.is_initialized():
+                torch.cuda.reset_peak_memory_stats(torch.device(self._device))
+
+    def run_isolated(self, case: Case, runner: str, **kwargs) -> Any:
+        """`runner(session, case, **kwargs)` in a child process under the case's time limit
+        (accelgate.isolate); its exceptions say what happened to the child."""
+        config = self.config
+        job = Job(dict(config.raw), str(config.source) if config.source else None, str(config.root), self.device,
+                  case.id, runner, kwargs, tuple(sys.path))
+        return run_isolated(job, self.case_timeout, isolated_child)
 
     # -- after every case ------------------------------------------------------------------
     def cleanup(self) -> None:
@@ -165,3 +210,15 @@ class Session:
         self._pristine = None
         gc.unfreeze()
         gc.collect()
+
+
+def isolated_child(job: Job, conn) -> None:
+    """The child process of `Session.run_isolated`: the same config and device, the case by id."""
+    def build(job: Job):
+        from accelgate.config.load import build_config
+
+        config = build_config(job.raw, Path(job.source) if job.source else None, Path(job.root))
+        session = Session(config, job.device)
+        return session, next(c for c in session.matrix.cases if c.id == job.case_id)
+
+    child_result(job, conn, build)

@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-OUTCOMES = ("passed", "failed", "error", "skipped")
+OUTCOMES = ("passed", "failed", "error", "skipped", "oom")  # oom: out of memory, with the peak and the resolution
 
 
 def count_outcomes(verdicts) -> dict[str, int]:

@@ -87,6 +87,24 @@ class CaseResult:
         return data
 
 
+@dataclass
+class IsolatedCaseResult(CaseResult):
+    """A case run in its own process (--accelgate-isolate): its verdict and its report entry as
+    the child wrote them."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return dict(self.data)
+
+
+def isolated_case(session: Session, case, *, run: str, strict: bool, prompt_limit: int | None) -> tuple:
+    """`--accelgate-isolate`'s runner (in the child process): verdict, report entry, warnings."""
+    result = DistributionRun(session, dict(session.config.distribution), strict=strict,
+                             prompt_limit=prompt_limit).evaluate(run, case)
+    return result.verdict, result.as_json(), list(result.warnings)
+
+
 class DistributionRun:
     """The distribution gate's state for one run, on the core session (config, device, loading)."""
 
@@ -137,6 +155,14 @@ class DistributionRun:
                 "confidence": self.settings["confidence"], "cases": [r.as_json() for r in self.results],
                 "backend_order": [b.spec.name for b in self.config.backends]}
 
+    def record_missing(self, run: str, case, outcome: str, reason: str) -> None:
+        """A case that ended without a verdict (a fixture error, an interrupt, the victim check)
+        is still a row of the report; the first verdict of a case is the one that counts."""
+        if not any(r.run == run and r.verdict.case_id == case.id for r in self.results):
+            verdict = problem(case, outcome, reason)
+            verdict.kind = "distribution"
+            self.results.append(CaseResult(run, case, verdict))
+
     def reference_case(self, case):
         return replace(case, backend=self.config.backend(self.config.reference).spec, reference=True)
 
@@ -145,11 +171,18 @@ class DistributionRun:
         if run not in RUNS:
             raise ValueError(f"unknown distribution run {run!r}; runs: {', '.join(RUNS)}")
         random_weights = run == "cpu-metrics" or self.settings["metric_models"] == "random"
+        unavailable = "failed" if self.strict else "skipped"
         try:
-            result = self._evaluate(run, case, random_weights)
-        except Exception as error:  # a backend, pipeline or metric failure is this case's verdict
-            unavailable = "failed" if self.strict else "skipped"
-            result = CaseResult(run, case, verdict_for_exception(case, error, unavailable=unavailable),
+            if getattr(self.session, "isolate", False):  # a test double of the session may not say
+                verdict, data, notes = self.session.run_isolated(
+                    case, "accelgate.distribution.run:isolated_case", run=run, strict=self.strict,
+                    prompt_limit=self.prompt_limit)
+                result = IsolatedCaseResult(run, case, verdict, random_weights=random_weights, warnings=notes, data=data)
+            else:
+                result = self._evaluate(run, case, random_weights)
+        except (Exception, SystemExit) as error:  # a backend, pipeline or metric failure is this case's verdict
+            result = CaseResult(run, case, verdict_for_exception(case, error, unavailable=unavailable,
+                                                                 device=self.session.device),
                                 random_weights=random_weights)
         finally:
             self.session.cleanup()
@@ -175,6 +208,11 @@ class DistributionRun:
         try:
             items, described, set_key = self.prompt_items(run, case.model)
         except PromptFileMissing as error:
+            source = (self.settings["prompt_sets"].get(case.model.id) or {}).get("source")
+            if source:  # a path the user wrote: a typo there must fail, not pass as "data not on this machine"
+                return CaseResult(run, case, problem(case, "failed", f"{error}\nThe config names this path explicitly "
+                                  f"(distribution.prompt_sets.{case.model.id}); fix the path or remove the entry"),
+                                  random_weights=random_weights)
             return self._unavailable(run, case, str(error), random_weights)
         models = self.metric_models(random_weights)
         missing = models.missing({METRICS[n].needs for n in names} - {None})

@@ -7,6 +7,8 @@ of the run.
 """
 from __future__ import annotations
 
+import os
+import shlex
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,12 +27,13 @@ class QualityRun:
     """The per-image gate's state for one run: baseline store, results, artifacts."""
 
     def __init__(self, session: Session, baseline_dir: Path | None = None, report_dir: Path | None = None,
-                 regen: bool = False):
+                 regen: bool = False, command_options: tuple[str, ...] | None = None):
         self.session = session
         self.config = session.config
         self.baseline_dir = Path(baseline_dir) if baseline_dir else self.config.baseline_dir
         self.report_dir = Path(report_dir) if report_dir else None
         self.regen = regen
+        self.command_options = command_options if command_options is not None else self._own_options()
         self.results: list[Verdict] = []
         self.stale_models: dict[str, str] = {}
         self.written_baselines: list[Path] = []
@@ -51,26 +54,48 @@ class QualityRun:
         reason = self.session.skip_reason(case)
         if reason:
             verdict = problem(case, "skipped", reason)
+        elif getattr(self.session, "isolate", False):  # a test double of the session may not say
+            verdict = self._evaluate_isolated(case)
         else:
             try:
                 verdict = self._evaluate(case)
-            except Exception as error:  # a backend or pipeline failure is this case's verdict
-                verdict = verdict_for_exception(case, error)
+            except (Exception, SystemExit) as error:  # a backend or pipeline failure is this case's verdict
+                verdict = verdict_for_exception(case, error, device=self.session.device)
             finally:
                 self.session.cleanup()
         self.results.append(verdict)
         return verdict
 
+    def _evaluate_isolated(self, case: Case) -> Verdict:
+        kwargs = {"baseline_dir": str(self.baseline_dir), "report_dir": str(self.report_dir) if self.report_dir else None,
+                  "regen": self.regen, "command_options": self.command_options}
+        try:
+            verdict, stale, written, hashes = self.session.run_isolated(case, "accelgate.quality.run:isolated_case",
+                                                                        **kwargs)
+        except Exception as error:  # the child timed out, died, or could not start the case
+            return verdict_for_exception(case, error, device=self.session.device)
+        self.stale_models.update(stale)
+        self.written_baselines += [Path(p) for p in written]
+        for model, digest in hashes.items():
+            self.session.model_hashes.setdefault(model, digest)
+        return verdict
+
+    def _own_options(self) -> tuple[str, ...]:
+        """Without the plugin: the options that point a rerun at this config and baseline directory."""
+        options = []
+        if self.config.source and self.config.source != self.config.root / "pyproject.toml":
+            options.append(f"--accelgate-config={self.config.source}")
+        if self.baseline_dir != self.config.baseline_dir:
+            options.append(f"--baseline-dir={self.baseline_dir}")
+        return tuple(options)
+
     def regen_command(self, case_id: str) -> str:
-        """The exact command that rewrites one case's baseline."""
+        """The exact command that rewrites one case's baseline, in the directory it was made in:
+        the config, --baseline-dir and --device of this run, quoted for the shell, written
+        `--option=value` (a bare path after a plugin option can move pytest's rootdir)."""
         model, _, resolution = case_id.split("/")
         ref_id = f"{model}/{self.config.reference}/{resolution}"
-        parts = ["pytest", "-m", "quality", "--regen-baselines", "-k", f'"{ref_id}"']
-        if self.config.source and self.config.source.name != "pyproject.toml":
-            parts += ["--accelgate-config", str(self.config.source)]
-        if self.session.device != "cpu":
-            parts += ["--device", self.session.device]
-        return " ".join(parts)
+        return shlex.join(["pytest", "-m", "quality", "--regen-baselines", "-k", ref_id, *self.command_options])
 
     def _evaluate(self, case: Case) -> Verdict:
         items = prompt_items(case.model)
@@ -124,7 +149,11 @@ class QualityRun:
                                 note=f"worst of {len(values)} image(s)" if len(values) > 1 else ""))
         verdict = judge(case, checks, records, {"generate_s": generation.seconds})
         if self.report_dir is not None or not verdict.passed:
-            self._write_artifacts(case, verdict, generation, baseline)
+            try:
+                self._write_artifacts(case, verdict, generation, baseline)
+            except OSError as error:  # a full or unwritable disk must not turn this verdict into an error
+                note = f"candidate/baseline/diff images not written ({error.strerror or error}: {error.filename})"
+                verdict.reason = f"{verdict.reason}; {note}" if verdict.reason else note
         return verdict
 
     def artifacts_root(self) -> Path:
@@ -132,6 +161,9 @@ class QualityRun:
             return self.report_dir
         if self._scratch is None:
             self._scratch = Path(tempfile.mkdtemp(prefix="accelgate-failures-"))
+            umask = os.umask(0)
+            os.umask(umask)
+            self._scratch.chmod(0o777 & ~umask)  # readable like any folder, not mkdtemp's 0700
         return self._scratch
 
     def _write_artifacts(self, case: Case, verdict: Verdict, generation: Generation, baseline) -> None:
@@ -146,6 +178,12 @@ class QualityRun:
             relative = self.report_dir is not None
             for kind, path in paths.items():
                 setattr(record, kind, str(path) if relative else str(root / path))
+
+    def record_missing(self, case: Case, outcome: str, reason: str) -> None:
+        """A case that ended without a verdict (a fixture error, an interrupt, the victim check)
+        is still a row of the report; the first verdict of a case is the one that counts."""
+        if not any(v.case_id == case.id for v in self.results):
+            self.results.append(problem(case, outcome, reason))
 
     # -- the report's part ----------------------------------------------------------------
     def report_part(self) -> dict[str, Any]:
@@ -164,3 +202,12 @@ class QualityRun:
             "written_baselines": [str(p) for p in self.written_baselines],
             "backend_order": [c.spec.name for c in self.config.backends],
         }
+
+
+def isolated_case(session: Session, case: Case, *, baseline_dir: str, report_dir: str | None, regen: bool,
+                  command_options: tuple[str, ...]) -> tuple:
+    """`--accelgate-isolate`'s runner (in the child process): the case's verdict, and what the
+    parent's report needs from this run (stale models, written baselines, model hashes)."""
+    run = QualityRun(session, Path(baseline_dir), Path(report_dir) if report_dir else None, regen, command_options)
+    verdict = run.evaluate(case)
+    return verdict, run.stale_models, [str(p) for p in run.written_baselines], dict(session.model_hashes)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-OUTCOME_MARK = {"passed": "✅ passed", "failed": "❌ failed", "error": "💥 error", "skipped": "⏭ skipped"}
+OUTCOME_MARK = {"passed": "✅ passed", "failed": "❌ failed", "error": "💥 error", "skipped": "⏭ skipped",
+                "oom": "🧱 out of memory"}
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:

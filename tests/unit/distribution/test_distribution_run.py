@@ -283,7 +283,7 @@ def test_corrupt_weights_fail(backends, empty_caches, tmp_path):
     assert verdict.outcome == "failed" and "is not a readable torch checkpoint" in verdict.reason
 
 
-def test_prompt_files_wrong_schema_fails_and_missing_skips(backends, tmp_path):
+def test_prompt_files_wrong_schema_fails_and_a_missing_explicit_path_fails(backends, tmp_path):
     bench = tmp_path / "benchmark"
     bench.mkdir()
     for style in ("anime", "concept-art", "paintings", "photo"):
@@ -294,7 +294,9 @@ def test_prompt_files_wrong_schema_fails_and_missing_skips(backends, tmp_path):
     run = DistributionRun(TinyRun(backends), settings(metric_models="random",
                                                       prompt_sets={"tiny": f"coco30k:{tmp_path / 'nothing'}"}))
     verdict = run.evaluate("prompt-set", _case(backends, "noise")).verdict
-    assert verdict.outcome == "skipped" and "does not exist" in verdict.reason
+    # issue 9: a path given explicitly that does not exist fails (it skipped, and the run passed)
+    assert verdict.outcome == "failed" and "does not exist" in verdict.reason
+    assert "names this path explicitly (distribution.prompt_sets.tiny)" in verdict.reason
 
 
 def test_non_finite_features_are_the_case_error_not_a_number(backends, monkeypatch):
