@@ -41,10 +41,22 @@ MARKERS = {
 }
 CASE_FIXTURES = ("accelgate_case", "accelgate_distribution_case", "accelgate_metrics_case")
 WORKER_PARTS = "accelgate_parts"  # the key of a worker's parts in xdist's workeroutput
+NO_CASE = "no-case"  # the id of the placeholder param of a test the (narrowed) matrix gives no case
 
 # The gates: each a plugin of its own, loaded with this one so their options exist before
-# the command line is parsed.
-pytest_plugins = ["accelgate.quality.plugin", "accelgate.distribution.plugin", "accelgate.speed.plugin"]
+# the command line is parsed; the guard keeps cases apart (sandbox, time limits, records).
+pytest_plugins = ["accelgate.quality.plugin", "accelgate.distribution.plugin", "accelgate.speed.plugin",
+                  "accelgate.guard"]
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"--case-timeout takes seconds (0: no limit), got {text!r}") from None
+    if not value >= 0:
+        raise ValueError(f"--case-timeout must be >= 0 seconds (0: no limit), got {text!r}")
+    return value
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -62,6 +74,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="where baselines live (default: the config's baseline_dir, ./baselines)")
     group.addoption("--quality-report", metavar="DIR", default=None,
                     help="write results.json, summary.md and candidate/baseline/diff images to DIR")
+    group.addoption("--case-timeout", metavar="SECONDS", default=None, type=option_type(_seconds),
+                    help="time limit of one case (default: case_timeout of the config, else 600 s on CPU, "
+                         "3600 s on CUDA; 0: none)")
+    group.addoption("--accelgate-isolate", action="store_true", default=False,
+                    help="run each quality and distribution case in its own process (spawned): what a backend "
+                         "changes process-wide dies with it, a crash is that case's error, a case over its time "
+                         "limit is killed")
+
+
+def _names(text: str | None, allowed: list[str], flag: str) -> list[str] | None:
+    """A narrowing option: None when not given; empty or repeated names are usage errors."""
+    if text is None:
+        return None
+    names = parse_name_list(text, allowed, flag)
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(f"{flag}: {', '.join(map(repr, repeated))} given twice; name each once")
+    return names
 
 
 class AccelgateState:
@@ -69,35 +99,70 @@ class AccelgateState:
 
     def __init__(self, pytest_config: pytest.Config):
         option = pytest_config.option
-        found = find_config(Path(pytest_config.rootpath), option.accelgate_config,
-                            Path(pytest_config.invocation_params.dir))
-        source, raw = found.source, found.raw
-        config = build_config(raw, source, source.parent if source else Path(pytest_config.rootpath))
-        names = lambda text, allowed, flag: parse_name_list(text, allowed, flag) if text else None  # noqa: E731
+        rootdir = Path(pytest_config.rootpath)
+        self.found = find_config(rootdir, option.accelgate_config, Path(pytest_config.invocation_params.dir))
+        config = build_config(self.found.raw, self.found.source,
+                              self.found.source.parent if self.found.source else rootdir)
         resolutions = None
-        if option.resolutions:
+        if option.resolutions is not None:
             resolutions = [parse_resolution(r, "--resolutions") for r in option.resolutions.split(",") if r.strip()]
-        narrowing = narrow(config, names(option.models, [m.id for m in config.models], "--models"),
-                           names(option.backends, [b.spec.name for b in config.backends], "--backends"), resolutions)
+            if not resolutions:
+                raise ConfigError("--resolutions is empty; give at least one, e.g. --resolutions=64x64")
+        narrowing = narrow(config, _names(option.models, [m.id for m in config.models], "--models"),
+                           _names(option.backends, [b.spec.name for b in config.backends], "--backends"), resolutions)
+        if option.regen_baselines and narrowing.backends is not None and config.reference not in narrowing.backends:
+            raise ConfigError(
+                f"--regen-baselines writes the reference backend's images ({config.reference!r}), but "
+                f"--backends={','.join(narrowing.backends)} leaves it out, so nothing would be written; add it "
+                f"(--backends={config.reference}) or drop --backends")
         self.config = config
-        self.raw_config = raw
-        self.session = Session(config, option.device, narrowing)
+        self.raw_config = self.found.raw
+        self.rootdir = rootdir.resolve()
+        self.explicit_config = bool(option.accelgate_config)
+        self.baseline_option, self.device_option = option.baseline_dir, option.device
+        self.session = Session(config, option.device, narrowing, isolate=option.accelgate_isolate,
+                               timeout_option=option.case_timeout)
         self.report_dir = Path(option.quality_report).resolve() if option.quality_report else None
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self._providers: dict[str, Callable[[], dict[str, Any] | None]] = {}
+        self.recorders: dict[str, Callable[[Any, str, str], None]] = {}
+        self.case_notes: dict[tuple[str, str], dict[str, Any]] = {}  # (gate, case id) -> keys added to its JSON
         self.worker_parts: dict[str, dict[str, Any]] | None = None  # the xdist controller's merge of its workers'
         self.results: dict[str, Any] | None = None  # what the report holds after it was written
+        self.stopped: dict[str, Any] = {}  # "interrupted", "not_run", "stopped_because" once the run ended early
+        self.saw_cases = False  # an accelgate case was collected (before any deselect)
         self._run_meta: dict[str, Any] | None = None
 
-    def add_part(self, gate: str, provider: Callable[[], dict[str, Any] | None]) -> None:
-        """A gate's JSON part, asked for at session end (None: the gate ran no case)."""
+    def add_part(self, gate: str, provider: Callable[[], dict[str, Any] | None],
+                 record: Callable[[Any, str, str], None] | None = None) -> None:
+        """A gate's JSON part, asked for at session end (None: the gate ran no case), and how
+        the gate records a case that ended without its verdict (`record(case, outcome, reason)`)."""
         self._providers[gate] = provider
+        if record is not None:
+            self.recorders[gate] = record
 
     def parts(self) -> dict[str, dict[str, Any]]:
         if self.worker_parts is not None:
             return self.worker_parts
         found = {gate: provider() for gate, provider in self._providers.items()}
-        return {gate: part for gate, part in found.items() if part is not None}
+        parts = {gate: part for gate, part in found.items() if part is not None}
+        for gate, part in parts.items():
+            for case in part.get("cases", []):
+                case.update(self.case_notes.get((gate, case.get("id")), {}))
+        return parts
+
+    def command_options(self) -> tuple[str, ...]:
+        """The options a printed command needs to reproduce this run's situation: its config
+        (unless it is the rootdir's pyproject.toml, found anyway), baseline directory and
+        device, written `--option=value` (a bare path after a plugin option can move the rootdir)."""
+        options, source = [], self.config.source
+        if source and (self.explicit_config or source != self.rootdir / "pyproject.toml"):
+            options.append(f"--accelgate-config={source}")
+        if self.baseline_option:
+            options.append(f"--baseline-dir={Path(self.baseline_option).resolve()}")
+        if self.device_option:
+            options.append(f"--device={self.device_option}")
+        return tuple(options)
 
     def run_meta(self) -> dict[str, Any]:
         """What a report records of this run, and what must match for two runs to share one."""
@@ -114,7 +179,7 @@ class AccelgateState:
                 "reference": self.config.reference,
                 "versions": {name: package_version(name) for name in ("accelgate", "torch", "diffusers", "transformers")},
             }
-        return self._run_meta
+        return {**self._run_meta, **self.stopped}
 
 
 STATE = pytest.StashKey[AccelgateState]()
@@ -134,15 +199,45 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         state = AccelgateState(config)
         config.stash[STATE] = state
+        if config.option.baseline_dir and Path(config.option.baseline_dir).exists() \
+                and not Path(config.option.baseline_dir).is_dir():
+            raise ConfigError(f"--baseline-dir={config.option.baseline_dir} is a file, not a directory")
         if state.report_dir is not None and not _is_worker(config):
-            from accelgate.report.writer import ReportConflict, check_mergeable
+            from accelgate.report.writer import ReportConflict, check_mergeable, check_writable
 
             try:
+                check_writable(state.report_dir)
                 check_mergeable(state.report_dir, state.run_meta())
             except ReportConflict as error:
                 raise pytest.UsageError(f"accelgate: --quality-report={state.report_dir}: {error}") from None
+        for warning in state.found.warnings:
+            config.issue_config_time_warning(pytest.PytestConfigWarning(f"accelgate: {warning}"), stacklevel=2)
     except ConfigError as error:
         raise pytest.UsageError(f"accelgate: {error}") from None
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Which config runs (and where it looked, or what else it found): never a silent default."""
+    state = config.stash.get(STATE, None)
+    return list(state.found.notes) if state is not None else []
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection(session: pytest.Session) -> None:
+    """`--device cuda` (or device = "cuda" in the config) on a machine without CUDA is a usage
+    error before anything is collected (it was an INTERNALERROR, or a collection error)."""
+    state = session.config.stash.get(STATE, None)
+    if state is not None and state.session.requested_device.startswith("cuda"):
+        try:
+            state.session.device
+        except ConfigError as error:
+            raise pytest.UsageError(f"accelgate: {error}") from None
+
+
+def no_case_param(argname: str, reason: str):
+    """The one param of a test the (narrowed) matrix gives no case: a skip saying why, deselected
+    when narrowing options made it empty (pytest's own empty-parameter-set mark crashed here)."""
+    return pytest.param(None, id=NO_CASE, marks=pytest.mark.skip(reason=f"{argname}: {reason}"))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -155,7 +250,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise pytest.UsageError(f"accelgate_tasks{unknown} in {metafunc.definition.nodeid}: tasks are {', '.join(TASKS)}")
-    metafunc.parametrize("accelgate_case", case_params(state, state.session.matrix.for_tasks(tasks)))
+    params = case_params(state, state.session.matrix.for_tasks(tasks))
+    if not params:
+        params = [no_case_param("accelgate_case", f"the (narrowed) matrix has no {' or '.join(tasks)} case")]
+    metafunc.parametrize("accelgate_case", params)
 
 
 def case_params(state: AccelgateState, cases) -> list:
@@ -173,28 +271,68 @@ def case_params(state: AccelgateState, cases) -> list:
     return params
 
 
+def case_param(item: pytest.Item) -> tuple[str, Any] | None:
+    """(fixture name, value) of an accelgate case item; the value is None for a placeholder."""
+    params = getattr(item, "callspec", None) and item.callspec.params
+    for name in CASE_FIXTURES:
+        if params and name in params:
+            return name, params[name]
+    return None
+
+
 def _writes_a_baseline(item: pytest.Item) -> bool:
     """The per-image gate's reference cases are what --regen-baselines runs."""
-    params = getattr(item, "callspec", None) and item.callspec.params
-    case = params.get("accelgate_case") if params else None
+    found = case_param(item)
+    case = found[1] if found and found[0] == "accelgate_case" else None
     return (case is not None and case.reference and item.get_closest_marker("benchmark") is None
             and "benchmark" not in getattr(item, "fixturenames", ()))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The one regen deselect: with --regen-baselines only the reference backend's per-image
-    cases run (they write baselines); every other accelgate case (other backends, speed,
-    distribution) is deselected. Tests that are not accelgate cases run as usual."""
-    if not config.option.regen_baselines:
-        return
+    """The one accelgate deselect. With --regen-baselines only the reference backend's
+    per-image cases run (they write baselines); every other accelgate case (other backends,
+    speed, distribution) is deselected. A placeholder (a test the matrix gives no case) is
+    deselected when narrowing options or the regen emptied it, and skips with its reason
+    otherwise. Tests that are not accelgate cases run as usual."""
+    state = config.stash.get(STATE, None)
+    option = config.option
+    narrowed = option.regen_baselines or any(v is not None for v in (option.models, option.backends, option.resolutions))
     keep, drop = [], []
     for item in items:
-        params = getattr(item, "callspec", None) and item.callspec.params
-        is_case = bool(params) and any(name in params for name in CASE_FIXTURES)
-        (drop if is_case and not _writes_a_baseline(item) else keep).append(item)
+        found = case_param(item)
+        if found is not None and state is not None:
+            state.saw_cases = True
+        placeholder = found is not None and found[1] is None
+        regen_drop = option.regen_baselines and found is not None and not _writes_a_baseline(item)
+        (drop if regen_drop or (placeholder and narrowed) else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Before any case runs: what only diffusers can check in the config (scheduler classes,
+    call_kwargs against the pipeline's __call__), and a regen that would write nothing."""
+    from accelgate.config.checks import check_libraries, configured
+
+    config = session.config
+    state = config.stash.get(STATE, None)
+    if state is None:
+        return
+    cases = [found[1] for found in map(case_param, session.items) if found is not None and found[1] is not None]
+    models = {getattr(c, "case", c).model.id: getattr(c, "case", c).model for c in cases}
+    try:
+        check_libraries(configured(models.values(), state.raw_config))
+    except ConfigError as error:
+        raise pytest.UsageError(f"accelgate: {state.config.source or 'the built-in defaults'}, {error}") from None
+    if config.option.regen_baselines and getattr(state, "saw_cases", False) \
+            and not any(_writes_a_baseline(item) for item in session.items):
+        reference = state.config.reference
+        raise pytest.UsageError(
+            f"accelgate: --regen-baselines selected no case that writes a baseline. Baselines are the reference "
+            f"backend's ({reference!r}) images, written by its per-image quality cases; the selection (-k, -m, "
+            f"--models, --resolutions, test paths) left none. Select some, e.g.:\n    "
+            f"pytest -m quality --regen-baselines -k '{reference}'")
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -213,7 +351,9 @@ def pytest_testnodedown(node, error) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """The one place the report is written (a worker sends its parts to the controller instead)."""
+    """The one place the report is written (a worker sends its parts to the controller instead).
+    A report that cannot be written (the disk filled during the run) leaves the verdicts above
+    as they are and any earlier report intact, and says so."""
     config = session.config
     state = config.stash.get(STATE, None)
     if state is None:
@@ -222,11 +362,28 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if _is_worker(config):
         config.workeroutput[WORKER_PARTS] = json.dumps(parts)
         return
-    if state.report_dir is None or not parts:
+    if state.report_dir is None or not (parts or state.stopped):
         return
+    write_final_report(state, parts, session)
+
+
+def write_final_report(state: AccelgateState, parts: dict | None = None, session: pytest.Session | None = None) -> bool:
+    """Write the report now (also from the time-limit watchdog); False, with the reason printed,
+    when the directory refused it."""
+    import sys
+
     from accelgate.report.writer import write_report
 
-    state.results = write_report(state.report_dir, state.run_meta(), parts)
+    try:
+        state.results = write_report(state.report_dir, state.run_meta(), state.parts() if parts is None else parts)
+        return True
+    except OSError as error:
+        sys.stderr.write(f"\naccelgate: ERROR could not write the report to {state.report_dir}: "
+                         f"{error.strerror or error} ({error.filename or state.report_dir}). The verdicts printed above "
+                         "stand; results.json and summary.md there are the previous run's (or absent).\n")
+        if session is not None and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+        return False
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

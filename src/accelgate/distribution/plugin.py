@@ -26,7 +26,7 @@ from accelgate.config.schema import option_type, parse_prompt_limit
 from accelgate.distribution import report  # noqa: F401  (registers the gate's report section)
 from accelgate.distribution.report import RANDOM_MARK, RUN_TITLES
 from accelgate.distribution.run import DistributionRun, DistributionWarning
-from accelgate.plugin import STATE, case_params, state_of
+from accelgate.plugin import STATE, case_params, no_case_param, state_of
 from accelgate.verdict import count_outcomes
 
 FIXTURES = {"accelgate_distribution_case": "prompt-set", "accelgate_metrics_case": "cpu-metrics"}
@@ -61,7 +61,8 @@ def pytest_configure(config: pytest.Config) -> None:
     dist = DistributionRun(state.session, dict(state.config.distribution), strict=config.option.strict_metrics,
                            prompt_limit=config.option.prompt_limit)
     config.stash[DIST] = dist
-    state.add_part("distribution", dist.report_part)
+    state.add_part("distribution", dist.report_part, record=lambda param, outcome, reason: dist.record_missing(
+        param.run, param.case, outcome, reason))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -73,8 +74,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         params = [pytest.param(DistributionCase(run, p.values[0]), id=p.id, marks=p.marks)
                   for p in case_params(state, cases)]
         if not params:
-            params = [pytest.param(None, id="none", marks=pytest.mark.skip(
-                reason=f"no case for the distribution {RUN_TITLES[run]}: {dist.why_no_case(run)}"))]
+            params = [no_case_param(name, f"no case for the distribution {RUN_TITLES[run]}: {dist.why_no_case(run)}")]
         metafunc.parametrize(name, params)
 
 

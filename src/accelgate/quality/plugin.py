@@ -22,9 +22,9 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     option = config.option
     baseline_dir = Path(option.baseline_dir).resolve() if option.baseline_dir else None
-    run = QualityRun(state.session, baseline_dir, state.report_dir, option.regen_baselines)
+    run = QualityRun(state.session, baseline_dir, state.report_dir, option.regen_baselines, state.command_options())
     config.stash[QUALITY] = run
-    state.add_part("quality", lambda: run.report_part() if run.results else None)
+    state.add_part("quality", lambda: run.report_part() if run.results else None, record=run.record_missing)
 
 
 class QualityFixture:

@@ -17,9 +17,11 @@ the field, so a report never silently mixes machines or configs.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
+import shutil
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,6 +33,7 @@ from accelgate.verdict import count_outcomes
 
 SCHEMA_VERSION = 2
 MATCHED_FIELDS = ("device_class", "config_sha256", "versions")  # must agree for two runs to share a report
+MIN_FREE_BYTES = 64 * 2**20  # a report with its PNGs needs room; less than this fails at the start, not the end
 
 
 class ReportConflict(Exception):
@@ -57,6 +60,33 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+
+
+def check_writable(directory: Path) -> None:
+    """At session start: the report directory can be created and written, and has room.
+    Found only at the end (after a long run), an unwritable or full directory turned passing
+    cases into failures and hid their messages."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ReportConflict(f"{directory} is a file, not a directory; give a directory for the report")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".accelgate-write-check-", dir=directory)
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(b"\0" * 65536)
+                stream.flush()
+                os.fsync(stream.fileno())
+        finally:
+            Path(probe).unlink(missing_ok=True)
+    except OSError as error:
+        what = "the disk is full" if error.errno == errno.ENOSPC else (error.strerror or str(error))
+        raise ReportConflict(f"cannot write the report there ({what}: {error.filename or directory}); "
+                             "give a writable directory") from None
+    free = shutil.disk_usage(directory).free
+    if free < MIN_FREE_BYTES:
+        raise ReportConflict(f"only {free / 2**20:.1f} MiB free on its disk; a report with its images needs at "
+                             f"least {MIN_FREE_BYTES // 2**20} MiB: free some space or write it elsewhere")
 
 
 def read_results(directory: Path) -> dict[str, Any] | None:
@@ -151,6 +181,7 @@ def merge_results(stored: dict[str, Any] | None, run: dict[str, Any], parts: dic
     for key, empty in (("cases", []), ("not_applicable", []), ("model_hashes", {})):  # the published top-level keys
         results.setdefault(key, empty)
     results.update({
+        "interrupted": bool(run.get("interrupted")), "not_run": list(run.get("not_run", [])),
         "schema_version": SCHEMA_VERSION, "run": this_run, "runs": runs + [this_run],
         "device": run.get("device"), "device_class": run.get("device_class"), "config": run.get("config"),
         "reference": run.get("reference"), "summary": count_outcomes(results.get("cases", [])),
@@ -180,6 +211,11 @@ def summary_markdown(results: dict[str, Any]) -> str:
         head += [f"- `{r['id']}`: {r.get('cases', 0)} case(s), started {r.get('started')}" for r in runs]
     elif run:
         head.append(f"Run `{run.get('id')}`, started {run.get('started')}.")
+    if results.get("interrupted"):
+        not_run = results.get("not_run", [])
+        head += ["", f"**Interrupted** ({run.get('stopped_because') or 'Ctrl-C'}): {len(not_run)} collected case(s) "
+                     "did not run" + (": " + ", ".join(f"`{c['id']}`" for c in not_run[:12]) if not_run else "")
+                 + (f" and {len(not_run) - 12} more" if len(not_run) > 12 else "") + "."]
     body = []
     for section in ordered():
         part = results if section.key is None else results.get(section.key)

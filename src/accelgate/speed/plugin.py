@@ -60,20 +60,30 @@ def _saved_runs(config: pytest.Config):
     from pytest_benchmark.storage.file import FileStorage
     from pytest_benchmark.utils import get_machine_id, load_storage
 
-    class _Quiet:
+    class _Collect:
+        """pytest-benchmark's logger: keeps its "Failed to load FILE" warnings to name them."""
+
+        def __init__(self):
+            self.failed: list[str] = []
+
         def warning(self, text, *args, **kwargs):
+            if str(text).startswith("Failed to load"):
+                self.failed.append(str(text).removeprefix("Failed to load ").strip())
+
+        def info(self, *args, **kwargs):
             pass
 
-        info = debug = warning
+        debug = info
 
     machine_id = get_machine_id()
-    storage = load_storage(_option(config, "benchmark_storage"), logger=_Quiet(), default_machine_id=machine_id,
+    logger = _Collect()
+    storage = load_storage(_option(config, "benchmark_storage"), logger=logger, default_machine_id=machine_id,
                            netrc=_option(config, "benchmark_netrc"))
     if not isinstance(storage, FileStorage):
         return None
     compare = _option(config, "benchmark_compare")
     runs = list(storage.load()) if compare is True else list(storage.load(compare))
-    return storage, machine_id, runs
+    return storage, machine_id, runs, logger.failed
 
 
 def check_compare_has_a_baseline(config: pytest.Config) -> None:
@@ -84,9 +94,11 @@ def check_compare_has_a_baseline(config: pytest.Config) -> None:
     found = _saved_runs(config)
     if found is None or found[2]:
         return
-    storage, machine_id, _ = found
+    storage, machine_id, _, unreadable = found
     others = sorted(p.name for p in Path(str(storage)).glob("*") if p.is_dir() and p.name != machine_id)
     what = "no saved benchmark run" if compare is True else f"no saved benchmark run matching {compare!r}"
+    if unreadable:
+        what = f"no readable saved benchmark run (unreadable: {'; '.join(unreadable)})"
     lines = [
         f"accelgate: --benchmark-compare found {what} in {storage}/{machine_id} "
         "(pytest-benchmark compares only runs saved under the same machine id).",
@@ -101,9 +113,38 @@ def check_compare_has_a_baseline(config: pytest.Config) -> None:
     raise pytest.UsageError("\n".join(lines))
 
 
+UNMEASURED = pytest.StashKey[list]()
+
+
+@pytest.hookimpl(trylast=True)  # after accelgate.plugin has built the session
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[MISMATCHES] = []
+    config.stash[UNMEASURED] = []
     check_compare_has_a_baseline(config)
+    state = config.stash.get(STATE, None)
+    if state is not None:
+        state.add_part("speed", lambda: _report_part(config), record=lambda case, outcome, reason: _record_missing(
+            config, case, outcome, reason))
+
+
+def _report_part(config: pytest.Config) -> dict | None:
+    fixture = config.stash.get(SPEED, None)
+    part = fixture.report_part() if fixture is not None else None
+    unmeasured = config.stash.get(UNMEASURED, [])
+    if part is None and unmeasured:
+        part = {"reference": state_of(config).config.reference, "machine": current_machine(config), "cases": []}
+    if part is not None:
+        part["cases"] += [c for c in unmeasured if c["id"] not in {m["id"] for m in part["cases"]}]
+    return part
+
+
+def _record_missing(config: pytest.Config, case, outcome: str, reason: str) -> None:
+    """A speed case that raised instead of measuring still appears in results.json["speed"]."""
+    entries = config.stash[UNMEASURED]
+    if not any(e["id"] == case.id for e in entries):
+        entries.append({"id": case.id, "model": case.model.id, "backend": case.backend.name,
+                        "resolution": f"{case.width}x{case.height}", "outcome": outcome, "verdict": outcome,
+                        "reason": reason})
 
 
 def _device(config: pytest.Config) -> str:
@@ -151,7 +192,6 @@ class SpeedFixture:
         self.config = config
         self.state = state_of(config)
         self.session = SpeedSession(self.state.session)
-        self.state.add_part("speed", self.report_part)
 
     def report_part(self) -> dict | None:
         """This gate's part of results.json: this session's cases, the machine, and the latest
