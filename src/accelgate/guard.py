@@ -109,21 +109,11 @@ def _guard(config: pytest.Config) -> Guard | None:
     return config.stash.get(GUARD, None)
 
 
-@pytest.hookimpl(trylast=True)
+@pytest.hookimpl(trylast=True)  # after every deselect (-k, -m, regen, emptied tests)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     guard = _guard(config)
     if guard is not None:
         guard.items = [item for item in items if gate_of(item) is not None]
-
-
-def pytest_deselected(items) -> None:
-    """-k / -m run after the hook above: forget what they deselect."""
-    if not items:
-        return
-    guard = _guard(items[0].config)
-    if guard is not None:
-        gone = {id(item) for item in items}
-        guard.items = [item for item in guard.items if id(item) not in gone]
 
 
 @pytest.hookimpl(wrapper=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -328,11 +329,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if config.option.regen_baselines and getattr(state, "saw_cases", False) \
             and not any(_writes_a_baseline(item) for item in session.items):
         reference = state.config.reference
+        example = shlex.join(["pytest", "-m", "quality", "--regen-baselines", "-k", reference, *state.command_options()])
         raise pytest.UsageError(
             f"accelgate: --regen-baselines selected no case that writes a baseline. Baselines are the reference "
             f"backend's ({reference!r}) images, written by its per-image quality cases; the selection (-k, -m, "
-            f"--models, --resolutions, test paths) left none. Select some, e.g.:\n    "
-            f"pytest -m quality --regen-baselines -k '{reference}'")
+            f"--models, --resolutions, test paths) left none. Select some, e.g.:\n    {example}")
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -25,6 +25,7 @@ Blank prompts (empty trailing rows of exported sheets) are skipped.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -97,14 +98,23 @@ def _table_files(kind: str, path: Path, suffixes=TABLE_SUFFIXES) -> list[Path]:
     return files
 
 
+def _read_utf8(path: Path) -> str:
+    """A prompt file's text; not UTF-8 is a PromptFileError naming the file and the byte."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise PromptFileError(f"{path} is not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start}); "
+                              "save it as UTF-8") from None
+
+
 def _read_rows(path: Path) -> tuple[list[str], list[dict]]:
     """(columns, rows) of a CSV / TSV / parquet / JSON table."""
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv"):
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
-            rows = list(reader)
-            return list(reader.fieldnames or []), rows
+        reader = csv.DictReader(io.StringIO(_read_utf8(path), newline=""), delimiter="\t" if suffix == ".tsv" else ",")
+        rows = list(reader)
+        return list(reader.fieldnames or []), rows
     if suffix == ".parquet":
         try:
             import pyarrow.parquet as pq
@@ -119,9 +129,9 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict]]:
     if suffix in (".json", ".jsonl"):
         try:
             if suffix == ".jsonl":
-                data = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+                data = [json.loads(line) for line in _read_utf8(path).splitlines() if line.strip()]
             else:
-                data = json.loads(path.read_text(encoding="utf-8"))
+                data = json.loads(_read_utf8(path))
         except json.JSONDecodeError as error:
             raise PromptFileError(f"{path}: not valid JSON ({error})") from None
         if isinstance(data, dict) and all(isinstance(v, str) for v in data.values()):
@@ -188,7 +198,7 @@ def load_hpdv2(source=None, *, styles: tuple[str, ...] = HPD_STYLES, limit: int 
                                     f"On a connected machine: {_HUB['hpdv2'][1]}")
     for style, path in files.items():
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(_read_utf8(path))
         except json.JSONDecodeError as error:
             raise PromptFileError(f"{path}: not valid JSON ({error}); expected {HPD_SCHEMA}") from None
         if not isinstance(data, list) or not all(isinstance(p, str) for p in data):

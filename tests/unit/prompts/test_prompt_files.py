@@ -196,3 +196,10 @@ def test_limit_and_dispatch_errors(tmp_path):
         load_drawbench(path, limit=0)
     with pytest.raises(KeyError, match="known: hpdv2, coco30k, partiprompts, drawbench"):
         load_prompt_file_set("laion", path)
+
+
+def test_a_prompt_file_that_is_not_utf8_names_the_file_and_the_byte(tmp_path):
+    path = tmp_path / "drawbench.csv"
+    path.write_bytes("Prompts,Category\ncaf\xe9 on a table,Colors\n".encode("latin-1"))
+    with pytest.raises(PromptFileError, match=r"drawbench.csv is not UTF-8 text \(byte 0xe9 at offset \d+\)"):
+        load_drawbench(path)
