@@ -244,7 +244,7 @@ class DistributionRun:
     def generate(self, case, items):
         from accelgate.generate import generate
 
-        return generate(case.backend.apply_to(self.session.load(case)), case, items)
+        return generate(case.backend.apply_to(self.session.load(case)), case, items, progress=self.session.progress)
 
     # -- the gate --------------------------------------------------------------------
     def gate(self, case, names, cand: Measured, ref: Measured,
