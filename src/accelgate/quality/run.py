@@ -47,6 +47,11 @@ class QualityRun:
             self._store = BaselineStore(self.baseline_dir, device_class(self.session.device), self.regen_command)
         return self._store
 
+    @property
+    def progress(self):
+        """The terminal's per-step progress (accelgate.progress), when the session has one."""
+        return getattr(self.session, "progress", None)
+
     # -- the flow -------------------------------------------------------------------------
     def evaluate(self, case: Case) -> Verdict:
         reason = self.session.skip_reason(case)
@@ -98,11 +103,11 @@ class QualityRun:
             return problem(case, "failed", f"baseline images are {wrong[0][1]}x{wrong[0][0]} but the case is "
                            f"{resolution}: the baseline is of the wrong size. Regenerate it with:\n    "
                            f"{self.regen_command(case.id)}")
-        generation = generate(case.backend.apply_to(pipe), case, items, progress=self.session.progress)
+        generation = generate(case.backend.apply_to(pipe), case, items, progress=self.progress)
         return self._compare(case, generation, baseline)
 
     def _write_baseline(self, case, pipe, items, settings, model_hash) -> Verdict:
-        generation = generate(pipe, case, items, progress=self.session.progress)
+        generation = generate(pipe, case, items, progress=self.progress)
         records = [{"prompt": i.label(), "seed": s} for i, s in zip(generation.items, generation.seeds)]
         manifest = build_manifest(case, settings, model_hash, records, self.store.device_class)
         path = self.store.write(case.model.id, format_resolution(case.resolution), manifest, generation.images)
