@@ -79,6 +79,7 @@ def raise_case_error(verdict: Verdict) -> None:
                    "the traceback above is the backend's own")
     raise error
 
+
 def _shared_component(component: Any) -> bool:
     """Tokenizers and processors: read-only during generation, so every copy may share them."""
     names = [cls.__name__ for cls in type(component).__mro__]

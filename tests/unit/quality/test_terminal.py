@@ -45,26 +45,11 @@ def _fuse_attention(pipe):
 """
 RAISE_LINE = MY_ACCEL.strip().splitlines().index(
     '        raise RuntimeError("could not fuse the attention of " + type(pipe).__name__) from error') + 1
-MODULE = """
-import pytest
-pytestmark = [pytest.mark.quality]
-
-def test_case(accelgate, accelgate_case):
-    verdict = accelgate.verdict(accelgate_case)
-    assert verdict.passed, verdict.message
-"""
 
 
 @pytest.fixture
-def project(pytester):
-    pytester.syspathinsert(REPO)  # fixtures.example_backends
-    pytester.syspathinsert(pytester.path)  # my_accel
-    pytester.makepyfile(test_matrix=MODULE, my_accel=MY_ACCEL)
-    config = pytester.path / "accelgate.toml"
-    config.write_text(CONFIG)
-    pytester.runpytest("-p", "no:cacheprovider", f"--accelgate-config={config}", "--regen-baselines"
-                       ).assert_outcomes(passed=1, deselected=2)
-    return config
+def project(quality_project):
+    return quality_project(CONFIG, my_accel=MY_ACCEL)
 
 
 def _error_block(lines: list[str], start: str) -> list[str]:

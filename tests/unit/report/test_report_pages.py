@@ -19,6 +19,14 @@ import torch._dynamo  # noqa: F401,E402
 import torch._inductor.utils  # noqa: F401,E402
 from diffusers import AutoencoderKL, DiTPipeline, DiTTransformer2DModel  # noqa: F401,E402
 
+try:  # --benchmark-histogram imports pygal, which imports the importlib_metadata backport, whose import
+    # deletes the stdlib's PathFinder.find_distributions and installs its own finder in sys.meta_path;
+    # pytester then drops that finder with the run's modules, and no later run finds a pytest11 entry
+    # point. Imported here, before any run, its finder belongs to this process and stays.
+    import importlib_metadata  # noqa: F401,E402
+except ImportError:
+    pass
+
 from accelgate.report import __main__ as cli
 from accelgate.report.compare import compare
 
@@ -44,26 +52,12 @@ from fixtures.example_backends import denoiser_noise
 def make_fast(pipe):
     return denoiser_noise(pipe, sigma=0.1) if os.environ.get("ACCELGATE_TEST_DAMAGE") else pipe
 """
-QUALITY_MODULE = """
-import pytest
-pytestmark = [pytest.mark.quality]
-
-def test_case(accelgate, accelgate_case):
-    verdict = accelgate.verdict(accelgate_case)
-    assert verdict.passed, verdict.message
-"""
 
 
 @pytest.fixture
-def project(pytester):
-    pytester.syspathinsert(REPO)  # fixtures.example_backends
-    pytester.syspathinsert(pytester.path)  # fast_backend
-    pytester.makepyfile(test_quality=QUALITY_MODULE, fast_backend=FAST_BACKEND,
-                        test_inner_speed=(REPO / "tests" / "test_speed.py").read_text())
-    config = pytester.path / "accelgate.toml"
-    config.write_text(CONFIG)
-    _run(pytester, config, "--regen-baselines").assert_outcomes(passed=1, deselected=5)
-    return config
+def project(quality_project):
+    return quality_project(CONFIG, fast_backend=FAST_BACKEND,
+                           test_inner_speed=(REPO / "tests" / "test_speed.py").read_text())
 
 
 def _run(pytester, config, *args):
@@ -149,10 +143,9 @@ def test_comparing_a_run_with_itself_and_with_one_damaged_backend(pytester, proj
     assert "## Verdicts that flipped (1)" in out and "tiny-dit/channels-last" not in out
 
 
-def test_the_default_matrix_prints_each_skip_reason_once(pytester):
+def test_the_default_matrix_prints_each_skip_reason_once(pytester, quality_module):
     """The repository's own matrix (pyproject.toml): every real model and OneDiff case is skipped
     on a CPU; three tiny cases run, so three tables carry OneDiff columns."""
-    pytester.makepyfile(test_quality=QUALITY_MODULE)
     out = pytester.path / "out"
     result = pytester.runpytest("-p", "no:cacheprovider", f"--accelgate-config={REPO / 'pyproject.toml'}",
                                 "-m", "quality", f"--quality-report={out}",
