@@ -17,6 +17,7 @@ import pytest
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--no-first-run", "--disable-sync", "--hide-scrollbars",
+         "--disable-dev-shm-usage",
          "--remote-debugging-pipe"]
 
 
