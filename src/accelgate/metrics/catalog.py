@@ -41,6 +41,7 @@ class Metric:
     tolerance: float | None = None  # default delta tolerance, real metric models, table units
     random_tolerance: float | None = None  # for the random-weight metric models (their own scale)
     fmt: str = "{:.4f}"  # the quality table's number format
+    compare_floor: float | None = None  # a smaller move between two runs is noise (`report.compare`)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS or not set(self.gates) <= set(GATES):
@@ -76,12 +77,14 @@ _Q, _D, _QD = ("quality",), ("distribution",), ("quality", "distribution")
 # reaches LPIPS 0.0077 and fails too). Random features do not separate damage from none for
 # IS (|delta| <= 4e-6), KID, and FID/KID vs real photographs: those are reported only.
 CATALOG: tuple[Metric, ...] = (
-    Metric("ssim", "SSIM", True, "pair", _ALL, _QD, quality_tolerance=0.995, fmt="{:.4f}"),
-    Metric("psnr", "PSNR (dB)", True, "pair", _ALL, _Q, unit="dB", quality_tolerance=35.0, fmt="{:.1f}"),
+    Metric("ssim", "SSIM", True, "pair", _ALL, _QD, quality_tolerance=0.995, fmt="{:.4f}",
+           compare_floor=0.001),
+    Metric("psnr", "PSNR (dB)", True, "pair", _ALL, _Q, unit="dB", quality_tolerance=35.0, fmt="{:.1f}",
+           compare_floor=0.5),
     Metric("max_abs", "Max abs diff (levels)", False, "pair", _ALL, _Q, unit="levels", quality_tolerance=64.0,
-           fmt="{:.0f}"),
+           fmt="{:.0f}", compare_floor=2.0),
     Metric("color_shift", "Colour shift (levels)", False, "pair", _ALL, _Q, unit="levels", quality_tolerance=1.0,
-           fmt="{:.2f}"),
+           fmt="{:.2f}", compare_floor=0.25),
     Metric("fid_real", "FID", False, "set", _SETS, _D, "inception", qualifier="(vs real images)", tolerance=1.0),
     Metric("fid", "FID", False, "set", _SETS, _D, "inception", qualifier="(vs reference images)", tolerance=2.0,
            random_tolerance=2e-4),

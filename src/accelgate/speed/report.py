@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from accelgate.machine import MACHINE_INFO_KEY, compare_machines, describe, hardware_label
 from accelgate.report.sections import Section, register_section
+from accelgate.speed.plots import speed_plots
 
 
 @dataclass(frozen=True)
@@ -352,4 +353,4 @@ def files(part: dict[str, Any], results: dict[str, Any]) -> dict[str, str]:
     return {"speed.md": table_of_part(part).to_markdown() + compare_markdown(part)}
 
 
-SECTION = register_section(Section("speed", "speed", 2, render, finish_part, files))
+SECTION = register_section(Section("speed", "speed", 2, render, finish_part, files, figures=speed_plots))
