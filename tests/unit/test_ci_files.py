@@ -45,10 +45,10 @@ def _readme_block(heading: str) -> list[str]:
 def test_the_cpu_workflow_and_ci_run_run_the_readmes_test_command():
     quick_start = _readme_block("## Quick start")
     test_command = next(line.split("#")[0].strip() for line in quick_start if "what CI runs" in line)
-    workflow = _run_lines(_workflow("ci.yml"))
+    workflow = [line for line in _run_lines(_workflow("ci.yml")) if "chromium" not in line]
     assert workflow == ["./scripts/setup.sh", test_command]
     ci_run = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()
-              if line.strip() and not line.startswith(("#", "set ", "cd ", "export "))]
+              if line.strip() and not line.lstrip().startswith(("#", "set ", "cd ", "export ", "if ", "fi", "(", "||"))]
     assert ci_run[0].startswith("./scripts/setup.sh") and ci_run[-1] == test_command
 
 
