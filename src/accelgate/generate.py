@@ -8,8 +8,9 @@ output guard looks at them (a PIL conversion would silently turn them into black
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -108,25 +109,65 @@ def to_uint8(images: np.ndarray) -> list[np.ndarray]:
     return [np.ascontiguousarray((np.clip(image, 0, 1) * 255).round().astype(np.uint8)) for image in images]
 
 
-def generate(pipe, case, items: list[PromptItem] | None = None, extra_callback=None) -> Generation:
-    """All images of a case, through the backend's call context, timed end to end."""
+@contextmanager
+def scheduler_steps(pipe, on_step: Callable[[int], Any]) -> Iterator[None]:
+    """Call `on_step(index)` after every `scheduler.step` of the pipeline calls inside.
+
+    Every diffusers denoising loop calls `scheduler.step` once per step, last, with or without
+    step callbacks (DiT has none), so this sees the steps of any pipeline. The wrapper is an
+    instance attribute, removed afterwards, and returns what the scheduler returned.
+    """
+    scheduler, index = pipe.scheduler, [0]
+    original, patched_before = scheduler.step, "step" in vars(scheduler)
+
+    def counted(*args, **kwargs):
+        out = original(*args, **kwargs)
+        on_step(index[0])
+        index[0] += 1
+        return out
+
+    scheduler.step = counted
+    try:
+        yield
+    finally:
+        if patched_before:
+            scheduler.step = original
+        else:
+            del scheduler.step  # the class method shows again
+
+
+def _progress_steps(pipe, progress, case, image: int, images: int):
+    """Report each step of one image to `progress` (see accelgate.progress), or do nothing."""
+    if progress is None:
+        return nullcontext()
+    return scheduler_steps(pipe, lambda step: progress(case.id, image, images, step + 1, case.model.steps))
+
+
+def generate(pipe, case, items: list[PromptItem] | None = None, extra_callback=None, progress=None) -> Generation:
+    """All images of a case, through the backend's call context, timed end to end. `progress`,
+    when given, hears of every denoising step (`progress(case_id, image, images, step, steps)`)
+    and is cleared at the end (`progress.clear()`)."""
     import torch
 
     model = case.model
     items = items if items is not None else prompt_items(model)
     outputs, seeds = [], []
     started = time.perf_counter()
-    for index, item in enumerate(items):
-        seed = model.seed + index
-        generator = torch.Generator("cpu").manual_seed(seed)
-        kwargs = call_arguments(pipe, model, item, index, case.width, case.height, generator)
-        if extra_callback is not None:
-            kwargs["callback_on_step_end"] = extra_callback
-        with case.backend.call_context(pipe):
-            result = pipe(**kwargs)
-        array = np.asarray(result.images, dtype=np.float32)
-        outputs.append(array[0] if array.ndim == 4 else array)
-        seeds.append(seed)
+    try:
+        for index, item in enumerate(items):
+            seed = model.seed + index
+            generator = torch.Generator("cpu").manual_seed(seed)
+            kwargs = call_arguments(pipe, model, item, index, case.width, case.height, generator)
+            if extra_callback is not None:
+                kwargs["callback_on_step_end"] = extra_callback
+            with case.backend.call_context(pipe), _progress_steps(pipe, progress, case, index, len(items)):
+                result = pipe(**kwargs)
+            array = np.asarray(result.images, dtype=np.float32)
+            outputs.append(array[0] if array.ndim == 4 else array)
+            seeds.append(seed)
+    finally:
+        if progress is not None:
+            progress.clear()
     if pipe.device.type == "cuda":
         torch.cuda.synchronize(pipe.device)
     seconds = time.perf_counter() - started

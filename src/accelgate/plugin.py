@@ -186,6 +186,15 @@ class AccelgateState:
 STATE = pytest.StashKey[AccelgateState]()
 
 
+def register_report_sections() -> None:
+    """Every gate's report section, for rendering outside a pytest run (`python -m accelgate.report`):
+    the gates register their sections when their report modules are imported, and only the
+    composition root may import the gates."""
+    from accelgate.distribution import report as distribution_report  # noqa: F401
+    from accelgate.quality import report as quality_report  # noqa: F401
+    from accelgate.speed import report as speed_report  # noqa: F401
+
+
 def state_of(config: pytest.Config) -> AccelgateState:
     return config.stash[STATE]
 

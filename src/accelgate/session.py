@@ -60,8 +60,10 @@ def verdict_for_exception(case: Case, error: BaseException, *, unavailable: str 
     outcome the caller asks for (the distribution gate's --strict-metrics makes it failed);
     `CaseFailed` (a stale or damaged baseline, degenerate output, corrupt weights) -> failed
     with its message; running out of memory -> "oom" with the peak and the resolution;
-    `SystemExit` (a backend calling sys.exit) and anything else a backend or pipeline raises
-    -> error, naming where.
+    `SystemExit` (a backend calling sys.exit) -> error; anything else a backend or pipeline
+    raises -> error, naming where in the reason (results.json) and keeping the exception itself
+    on the verdict (`error`), so the pytest side re-raises it with the backend's whole traceback
+    for --tb=long and --pdb.
     """
     if isinstance(error, CaseUnavailable):
         return problem(case, unavailable, str(error))
@@ -72,7 +74,25 @@ def verdict_for_exception(case: Case, error: BaseException, *, unavailable: str 
     if isinstance(error, SystemExit):
         return problem(case, "error", f"{describe_error(error)} (the backend or pipeline called sys.exit({error.code!r}); "
                                       "accelgate kept the run going)")
-    return problem(case, "error", describe_error(error))
+    verdict = problem(case, "error", describe_error(error))
+    verdict.error = error
+    return verdict
+
+
+def raise_case_error(verdict: Verdict) -> None:
+    """The other way round, for the pytest side: a case whose backend or pipeline raised
+    re-raises that exception itself, so pytest shows the backend's whole (chained) traceback
+    down to the user's frame under --tb=long and --pdb stops there; the report already holds
+    the case as an error with its one-line reason. The verdict lets go of the exception first:
+    its frames hold the case's pipeline."""
+    __tracebackhide__ = True  # pytest shows the backend's frames, not this one
+    error = verdict.error
+    if error is None:
+        return
+    verdict.error = None
+    error.add_note(f"accelgate: case {verdict.case_id} ended in an error ({verdict.reason.splitlines()[0]}); "
+                   "the traceback above is the backend's own")
+    raise error
 
 
 def _shared_component(component: Any) -> bool:
@@ -97,6 +117,7 @@ class Session:
         self._matrix: Matrix | None = None
         self._pristine: tuple[str, Any] | None = None  # (model id, the pipeline as loaded, on CPU)
         self.model_hashes: dict[str, str] = {}
+        self.progress = None  # per-step progress of the running case (accelgate.progress), set by the pytest side
 
     # -- resolved when a case first needs it (no torch import before) --------------------
     @property

@@ -8,7 +8,9 @@ gates both end here, so a report row always reads the same way.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 OUTCOMES = ("passed", "failed", "error", "skipped", "oom")  # oom: out of memory, with the peak and the resolution
@@ -84,6 +86,17 @@ def fmt_value(value: float) -> str:
     return f"{value:.4f}" if abs(value) < 1000 else f"{value:.1f}"
 
 
+def shown_path(path: str | os.PathLike, root: str | os.PathLike | None = None) -> str:
+    """A path to print on a terminal: relative to the current directory when the file lies
+    under it (so it opens from where pytest was started), absolute otherwise (a temporary
+    directory), never a chain of '../'."""
+    full = Path(root or "", path).resolve()
+    try:
+        return str(full.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(full)
+
+
 def json_number(value: float) -> float | str:
     """JSON has no infinity: identical images have PSNR 'inf', written as the string."""
     if value is None or math.isnan(value):
@@ -121,6 +134,10 @@ class Verdict:
     timing: dict[str, float] = field(default_factory=dict)
     reference: bool = False
     kind: str = "pairwise"
+    # not in results.json: the live exception of an "error" case (so the pytest side can re-raise
+    # it with the backend's own traceback), and where the image paths are relative to
+    error: BaseException | None = field(default=None, repr=False, compare=False)
+    image_root: str = field(default="", repr=False, compare=False)
 
     @property
     def passed(self) -> bool:
@@ -128,16 +145,42 @@ class Verdict:
 
     @property
     def message(self) -> str:
+        """The readable report of the case, for an assertion message: the outcome and reason,
+        the metric table (one line per check: value, threshold, direction), and the three images
+        of the worst image (paths that open from the current directory). Every other image is in
+        the report; a message longer than this is read by nobody."""
         title = f"{self.case_id}: {self.outcome.upper()}"
         if self.reason:
             title += f" - {self.reason}"
-        lines = [title]
-        lines += [check.line() for check in self.checks]
-        failing = [i for i in self.images if i.diff]
-        for image in failing[:4]:
-            lines.append(f"  image {image.prompt[:50]!r} (seed {image.seed}):")
-            lines.append(f"    candidate {image.candidate}\n    baseline  {image.baseline}\n    diff      {image.diff}")
+        lines = [title] + [check.line() for check in self.checks]
+        worst = self.worst_image()
+        if worst is not None:
+            count = sum(1 for i in self.images if i.diff)
+            lines.append(f"  worst image {worst.prompt[:50]!r} (seed {worst.seed})"
+                         + (f", 1 of {count}; all in the report:" if count > 1 else ":"))
+            lines += [f"    {kind:<9} {shown_path(getattr(worst, kind), self.image_root)}"
+                      for kind in ("candidate", "baseline", "diff")]
         return "\n".join(lines)
+
+    def worst_image(self) -> ImageRecord | None:
+        """The image with the worst value of the first failing check (of the first check when
+        none failed), among those whose candidate/baseline/diff files were written."""
+        written = [i for i in self.images if i.diff]
+        if not written:
+            return None
+        check = next((c for c in self.checks if not c.passed), self.checks[0] if self.checks else None)
+        if check is None or not all(check.metric in i.metrics for i in written):
+            return written[0]
+        pick = min if check.higher_is_better else max
+        return pick(written, key=lambda i: i.metrics[check.metric])
+
+    def __repr__(self) -> str:
+        """One line: pytest prints it under a failed `assert verdict.passed` (after the message),
+        so the dataclass's every-field repr would repeat the report as a wall of text."""
+        reason = self.reason.splitlines()[0] if self.reason else ""
+        reason = reason if len(reason) <= 160 else reason[:157] + "..."
+        return (f"Verdict({self.case_id!r}, {self.outcome}" + (f": {reason}" if reason else "")
+                + f"; {len(self.checks)} check(s), {len(self.images)} image(s))")
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -151,6 +194,7 @@ class Verdict:
             "reason": self.reason,
             "metrics": {c.metric: c.as_json() for c in self.checks},
             "images": [i.as_json() for i in self.images],
+            "worst_image": self.images.index(worst) if (worst := self.worst_image()) is not None else None,
             "timing": {k: round(v, 4) for k, v in self.timing.items()},
         }
 

@@ -36,3 +36,39 @@ def example_backends(monkeypatch):
     importable by factory path, as a user's own backends would be."""
     monkeypatch.syspath_prepend(str(REPO))
     return REPO
+
+
+QUALITY_TEST_MODULE = """
+import pytest
+pytestmark = [pytest.mark.quality]
+
+def test_case(accelgate, accelgate_case):
+    verdict = accelgate.verdict(accelgate_case)
+    assert verdict.passed, verdict.message
+"""
+
+
+@pytest.fixture
+def quality_module(pytester):
+    """A pytester project's per-image test module (every task), as a user's repository has it."""
+    pytester.makepyfile(test_quality=QUALITY_TEST_MODULE)
+
+
+@pytest.fixture
+def quality_project(pytester, quality_module):
+    """`make(config_text, **modules)`: a pytester project with `accelgate.toml`, the given modules and
+    the repository's fixtures importable by factory path, its reference baselines regenerated;
+    returns the config's path."""
+
+    def make(config_text: str, **modules: str) -> Path:
+        pytester.syspathinsert(REPO)  # fixtures.example_backends
+        pytester.syspathinsert(pytester.path)  # the project's own backend modules
+        if modules:
+            pytester.makepyfile(**modules)
+        config = pytester.path / "accelgate.toml"
+        config.write_text(config_text)
+        regen = pytester.runpytest("-p", "no:cacheprovider", f"--accelgate-config={config}", "--regen-baselines")
+        assert regen.parseoutcomes().get("passed"), regen.stdout.str()[-3000:]
+        return config
+
+    return make

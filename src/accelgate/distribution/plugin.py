@@ -27,6 +27,8 @@ from accelgate.distribution import report  # noqa: F401  (registers the gate's r
 from accelgate.distribution.report import RANDOM_MARK, RUN_TITLES
 from accelgate.distribution.run import DistributionRun, DistributionWarning
 from accelgate.plugin import STATE, case_params, no_case_param, state_of
+from accelgate.report.terminal import outcome_lines, write_lines
+from accelgate.session import raise_case_error
 from accelgate.verdict import count_outcomes
 
 FIXTURES = {"accelgate_distribution_case": "prompt-set", "accelgate_metrics_case": "cpu-metrics"}
@@ -90,6 +92,7 @@ class DistributionFixture:
             warnings.warn(DistributionWarning(f"{distribution_case.id}: {note}"), stacklevel=2)
         if result.verdict.outcome == "skipped":
             pytest.skip(result.verdict.reason)
+        raise_case_error(result.verdict)
         return result.verdict
 
 
@@ -107,6 +110,7 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     terminalreporter.section("accelgate distribution")
     terminalreporter.write_line("cases: " + ", ".join(f"{n} {k}" for k, n in sorted(count_outcomes(cases).items()))
                                 + ("; --strict-metrics" if part.get("strict_metrics") else ""))
+    write_lines(terminalreporter, outcome_lines(cases))
     if any(c.get("random_weights") for c in cases if c["outcome"] in ("passed", "failed")):
         terminalreporter.write_line(f"{RANDOM_MARK} values from random-weight metric models: they exercise the code "
                                     "paths and carry no quality meaning", yellow=True)

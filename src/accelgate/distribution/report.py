@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from accelgate.distribution.plots import forest_plots
 from accelgate.metrics.catalog import DISTRIBUTION as METRICS
 from accelgate.metrics.catalog import RANDOM_LABEL
 from accelgate.report.markdown import OUTCOME_MARK, table
+from accelgate.report.overview import reason_labels
 from accelgate.report.sections import Section, register_section
 
 RUN_TITLES = {"prompt-set": "prompt-set run", "cpu-metrics": "CPU metric run"}
@@ -55,8 +57,15 @@ LEGEND = ("Same prompts and seeds for every backend; each backend is gated on it
           "fails under --strict-metrics); '-' where a metric compares with the reference's own images.")
 
 
-def tables(part: dict[str, Any]) -> list[str]:
+def _mark(case: dict, labels: dict) -> str:
+    """The verdict cell; a skipped case points at its reason, listed once at the end of the report."""
+    mark = OUTCOME_MARK.get(case["outcome"], case["outcome"])
+    return f"{mark} ({labels.get(('skipped', case.get('reason')), '?')})" if case["outcome"] == "skipped" else mark
+
+
+def tables(part: dict[str, Any], labels: dict | None = None) -> list[str]:
     """A legend, then one seed-000-style table per (run, model, resolution), with the seed-001 table after it."""
+    labels = labels or {}
     reference = part.get("reference") or "eager"
     groups: dict[tuple, list] = {}
     for case in part.get("cases", []):
@@ -78,13 +87,13 @@ def tables(part: dict[str, Any]) -> list[str]:
             rows.append([metric.row_label, _cell(name, ref_summaries.get(name), marked) if own else "-"]
                         + [_cell(name, c["summary"].get(name), marked) + _status(c, name) for c in candidates])
         ref_case = next((c for c in group if c.get("reference")), None)
-        rows.append(["Verdict", OUTCOME_MARK.get(ref_case["outcome"], "") if ref_case else "(reference set)"]
-                    + [OUTCOME_MARK.get(c["outcome"], c["outcome"]) for c in candidates])
+        rows.append(["Verdict", _mark(ref_case, labels) if ref_case else "(reference set)"]
+                    + [_mark(c, labels) for c in candidates])
         width, height = resolution
         lines = [f"### {model} @ {width}x{height} ({RUN_TITLES.get(run, run)})", _caption(measured, random_weights),
                  table(header, rows)]
         notes = [f"- **{c['backend']}**: {c['reason'].splitlines()[0]}" for c in group
-                 if c["outcome"] != "passed" and c.get("reason")]
+                 if c["outcome"] in ("failed", "error") and c.get("reason")]
         notes += [f"- **{c['backend']}** ⚠️ {note}" for c in group for note in c.get("warnings", [])]
         notes += sorted({f"- **{c['backend']}**: tolerance loosened: {check['loosened_because']}" for c in group
                          for check in c.get("metrics", {}).values() if check.get("loosened_because")})
@@ -143,7 +152,11 @@ def _style_table(group: list[dict], ref_summaries: dict, reference: str, random_
 
 
 def render(part: dict[str, Any], results: dict[str, Any]) -> list[str]:
-    return tables(part)
+    return tables(part, reason_labels(results))
 
 
-SECTION = register_section(Section("distribution", "distribution", 1, render))
+def figures(part: dict[str, Any], results: dict[str, Any]) -> list:
+    return forest_plots(part, results, RUN_TITLES)
+
+
+SECTION = register_section(Section("distribution", "distribution", 1, render, figures=figures))

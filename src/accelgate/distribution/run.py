@@ -282,7 +282,8 @@ class DistributionRun:
     def generate(self, case, items):
         from accelgate.generate import generate
 
-        return generate(case.backend.apply_to(self.session.load(case)), case, items)
+        progress = getattr(self.session, "progress", None)  # the terminal's step progress, when there is one
+        return generate(case.backend.apply_to(self.session.load(case)), case, items, progress=progress)
 
     # -- the gate --------------------------------------------------------------------
     def gate(self, case, names, cand: Measured, ref: Measured,

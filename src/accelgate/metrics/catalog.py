@@ -43,6 +43,7 @@ class Metric:
     random_tolerance: float | None = None  # for the random-weight metric models (their own scale)
     fmt: str = "{:.4f}"  # the quality table's number format
     bounds: tuple[float, float] = (-math.inf, math.inf)  # the values it can take: a threshold outside is refused
+    compare_floor: float | None = None  # a smaller move between two runs is noise (`report.compare`)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS or not set(self.gates) <= set(GATES):
@@ -79,13 +80,13 @@ _Q, _D, _QD = ("quality",), ("distribution",), ("quality", "distribution")
 # IS (|delta| <= 4e-6), KID, and FID/KID vs real photographs: those are reported only.
 CATALOG: tuple[Metric, ...] = (
     Metric("ssim", "SSIM", True, "pair", _ALL, _QD, quality_tolerance=0.995, fmt="{:.4f}",
-           bounds=(-1.0, 1.0)),
+           bounds=(-1.0, 1.0), compare_floor=0.001),
     Metric("psnr", "PSNR (dB)", True, "pair", _ALL, _Q, unit="dB", quality_tolerance=35.0, fmt="{:.1f}",
-           bounds=(0.0, math.inf)),
+           bounds=(0.0, math.inf), compare_floor=0.5),
     Metric("max_abs", "Max abs diff (levels)", False, "pair", _ALL, _Q, unit="levels", quality_tolerance=64.0,
-           fmt="{:.0f}", bounds=(0.0, 255.0)),
+           fmt="{:.0f}", bounds=(0.0, 255.0), compare_floor=2.0),
     Metric("color_shift", "Colour shift (levels)", False, "pair", _ALL, _Q, unit="levels", quality_tolerance=1.0,
-           fmt="{:.2f}", bounds=(0.0, 255.0)),
+           fmt="{:.2f}", bounds=(0.0, 255.0), compare_floor=0.25),
     Metric("fid_real", "FID", False, "set", _SETS, _D, "inception", qualifier="(vs real images)", tolerance=1.0),
     Metric("fid", "FID", False, "set", _SETS, _D, "inception", qualifier="(vs reference images)", tolerance=2.0,
            random_tolerance=2e-4),

@@ -1,8 +1,11 @@
 """The per-image gate's pytest side: the `accelgate` fixture, setup-time skips in the report,
-and the gate's terminal summary. The flow itself is `accelgate.quality.run`.
+per-step progress on an interactive terminal, each case's images as pytest-html extras, and
+the gate's terminal summary. The flow itself is `accelgate.quality.run`.
 """
 from __future__ import annotations
 
+import base64
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,7 +13,10 @@ import pytest
 from accelgate.plugin import STATE
 from accelgate.quality import report  # noqa: F401  (registers the gate's report section)
 from accelgate.quality.run import QualityRun
-from accelgate.verdict import count_outcomes, problem
+from accelgate.progress import TerminalProgress, wanted
+from accelgate.report.terminal import outcome_lines, write_lines
+from accelgate.session import raise_case_error
+from accelgate.verdict import count_outcomes, problem, shown_path
 
 QUALITY = pytest.StashKey[QualityRun]()
 
@@ -25,6 +31,24 @@ def pytest_configure(config: pytest.Config) -> None:
     run = QualityRun(state.session, baseline_dir, state.report_dir, option.regen_baselines, state.command_options())
     config.stash[QUALITY] = run
     state.add_part("quality", lambda: run.report_part() if run.results else None, record=run.record_missing)
+    state.session.progress = terminal_progress(config)
+
+
+def terminal_progress(config: pytest.Config) -> TerminalProgress | None:
+    """Step progress for a person at a terminal (see accelgate.progress); None in CI, in a pipe,
+    on an xdist worker (it has no terminal) and without pytest's terminal reporter."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None or hasattr(config, "workerinput") or not wanted(reporter.isatty):
+        return None
+    writer = config.get_terminal_writer()
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)  # the real stream: capture is suspended around this call
+        sys.stdout.flush()
+
+    return TerminalProgress(write, capture.global_and_fixture_disabled,
+                            lambda: writer.fullwidth - writer.width_of_current_line)
 
 
 class QualityFixture:
@@ -37,6 +61,7 @@ class QualityFixture:
         verdict = self.run.evaluate(case)
         if verdict.outcome == "skipped":
             pytest.skip(verdict.reason)
+        raise_case_error(verdict)
         return verdict
 
 
@@ -56,14 +81,39 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     still appears in results.json and the summary, with its reason."""
     report = yield
     case = _case_of(item)
-    if case is not None and call.when == "setup" and report.skipped and item.get_closest_marker("quality") \
-            and not item.get_closest_marker("slow") and not item.get_closest_marker("benchmark"):
+    if case is None or not item.get_closest_marker("quality") or item.get_closest_marker("slow") \
+            or item.get_closest_marker("benchmark"):
+        return report
+    run = item.config.stash[QUALITY]
+    if call.when == "setup" and report.skipped:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-        item.config.stash[QUALITY].results.append(problem(case, "skipped", reason.removeprefix("Skipped: ")))
+        run.results.append(problem(case, "skipped", reason.removeprefix("Skipped: ")))
+    elif call.when == "call" and getattr(item.config.option, "htmlpath", None):
+        verdict = next((v for v in reversed(run.results) if v.case_id == case.id), None)
+        if verdict is not None:
+            report.extras = getattr(report, "extras", []) + html_extras(verdict)
     return report
 
 
+def html_extras(verdict) -> list[dict]:
+    """pytest-html extras: every image of the case, candidate / baseline / diff, embedded as
+    base64 (pytest-html writes them beside its report, or inlines them with
+    --self-contained-html), so the HTML report shows what the gate judged."""
+    from pytest_html import extras
+
+    attached = []
+    for index, image in enumerate(verdict.images):
+        for kind in ("candidate", "baseline", "diff"):
+            path = Path(verdict.image_root or "", getattr(image, kind))
+            if getattr(image, kind) and path.is_file():
+                attached.append(extras.png(base64.b64encode(path.read_bytes()).decode("ascii"),
+                                           f"{index:02d} {kind}"))
+    return attached
+
+
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    """The gate's cases grouped by outcome, failures first with their images' paths (relative
+    to the current directory, so they open from where pytest ran), then what needs a person."""
     state = config.stash.get(STATE, None)
     part = state.parts().get("quality") if state is not None else None
     if not part:
@@ -77,6 +127,7 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     write(f"device {device} (baselines: {device_class(device)}); cases: "
           + ", ".join(f"{n} {k}" for k, n in sorted(count_outcomes(part["cases"]).items()))
           + f"; {na} combinations n/a (see the report)")
+    write_lines(terminalreporter, outcome_lines(part["cases"], state.report_dir))
     for case in part["cases"]:
         if case.get("reference") and case["outcome"] == "failed" and case.get("metrics"):
             write(f"REFERENCE DRIFT {case['id']}: {case['reason'].splitlines()[0]}", red=True)
@@ -85,4 +136,5 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     for path in part.get("written_baselines", []):
         write(f"baseline written: {path}")
     if state.report_dir is not None and state.results is not None:
-        write(f"report: {state.report_dir / 'summary.md'} and {state.report_dir / 'results.json'}")
+        write(f"report: {shown_path(state.report_dir / 'index.html')} (summary.md and results.json beside it; "
+              f"re-render with: python -m accelgate.report {shown_path(state.report_dir)})")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shlex
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from accelgate.config.schema import format_resolution
 from accelgate.generate import Generation, generate, generation_settings, prompt_items
 from accelgate.matrix import Case
 from accelgate.metrics.catalog import PER_IMAGE
-from accelgate.metrics.pairwise import compare_images, diff_image
+from accelgate.metrics.pairwise import compare_images, diff_heatmap
 from accelgate.quality.baselines import BaselineError, BaselineStore, build_manifest, stale_fields, write_png
 from accelgate.session import Session, verdict_for_exception
 from accelgate.verdict import Check, ImageRecord, Verdict, judge, problem
@@ -49,6 +50,11 @@ class QualityRun:
             self._store = BaselineStore(self.baseline_dir, device_class(self.session.device), self.regen_command)
         return self._store
 
+    @property
+    def progress(self):
+        """The terminal's per-step progress (accelgate.progress), when the session has one."""
+        return getattr(self.session, "progress", None)
+
     # -- the flow -------------------------------------------------------------------------
     def evaluate(self, case: Case) -> Verdict:
         reason = self.session.skip_reason(case)
@@ -63,7 +69,8 @@ class QualityRun:
                 verdict = verdict_for_exception(case, error, device=self.session.device)
             finally:
                 self.session.cleanup()
-        self.results.append(verdict)
+        # the results keep no live exception: its frames hold the case's pipeline
+        self.results.append(replace(verdict, error=None) if verdict.error is not None else verdict)
         return verdict
 
     def _evaluate_isolated(self, case: Case) -> Verdict:
@@ -121,11 +128,11 @@ class QualityRun:
             return problem(case, "failed", f"baseline images are {wrong[0][1]}x{wrong[0][0]} but the case is "
                            f"{resolution}: the baseline is of the wrong size. Regenerate it with:\n    "
                            f"{self.regen_command(case.id)}")
-        generation = generate(case.backend.apply_to(pipe), case, items)
+        generation = generate(case.backend.apply_to(pipe), case, items, progress=self.progress)
         return self._compare(case, generation, baseline)
 
     def _write_baseline(self, case, pipe, items, settings, model_hash) -> Verdict:
-        generation = generate(pipe, case, items)
+        generation = generate(pipe, case, items, progress=self.progress)
         records = [{"prompt": i.label(), "seed": s} for i, s in zip(generation.items, generation.seeds)]
         manifest = build_manifest(case, settings, model_hash, records, self.store.device_class)
         path = self.store.write(case.model.id, format_resolution(case.resolution), manifest, generation.images)
@@ -168,13 +175,14 @@ class QualityRun:
 
     def _write_artifacts(self, case: Case, verdict: Verdict, generation: Generation, baseline) -> None:
         root = self.artifacts_root()
+        verdict.image_root = str(root)
         folder = Path("images") / case.model.id / case.backend.name / format_resolution(case.resolution)
         (root / folder).mkdir(parents=True, exist_ok=True)
         for index, record in enumerate(verdict.images):
             paths = {kind: folder / f"{index:02d}-{kind}.png" for kind in ("candidate", "baseline", "diff")}
             write_png(root / paths["candidate"], generation.images[index])
             write_png(root / paths["baseline"], baseline.images[index])
-            write_png(root / paths["diff"], diff_image(generation.images[index], baseline.images[index]))
+            write_png(root / paths["diff"], diff_heatmap(generation.images[index], baseline.images[index]))
             relative = self.report_dir is not None
             for kind, path in paths.items():
                 setattr(record, kind, str(path) if relative else str(root / path))

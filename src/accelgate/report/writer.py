@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from accelgate.report.markdown import counts_text
+from accelgate.report.overview import failures_markdown, reasons_markdown
 from accelgate.report.sections import Part, ordered
 from accelgate.verdict import count_outcomes
 
@@ -44,15 +45,15 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str | bytes) -> None:
     """Write beside, then rename: a reader sees the old file or the new one, never half of one.
     The file gets the mode a plain open() would give (0666 minus the umask), not mkstemp's 0600,
-    so a CI artifact reader under another user can read it."""
+    so a CI artifact reader under another user can read it. Bytes (a plot) are written as they are."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(text if isinstance(text, bytes) else text.encode("utf-8"))
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(temp, 0o666 & ~umask)
@@ -216,11 +217,12 @@ def summary_markdown(results: dict[str, Any]) -> str:
         head += ["", f"**Interrupted** ({run.get('stopped_because') or 'Ctrl-C'}): {len(not_run)} collected case(s) "
                      "did not run" + (": " + ", ".join(f"`{c['id']}`" for c in not_run[:12]) if not_run else "")
                  + (f" and {len(not_run) - 12} more" if len(not_run) > 12 else "") + "."]
-    body = []
+    body = failures_markdown(results)  # failures first, then each gate's tables, then the reasons once
     for section in ordered():
         part = results if section.key is None else results.get(section.key)
         if part and part.get("cases"):
             body += section.render(part, results)
+    body += reasons_markdown(results)
     return "\n".join(head) + "\n\n" + "\n\n".join(body) + "\n"
 
 
@@ -233,10 +235,25 @@ def write_report(directory: Path, run: dict[str, Any], parts: dict[str, Part],
         stored = check_mergeable(directory, run)
     results = merge_results(stored, run, parts)
     atomic_write_text(directory / "results.json", json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    atomic_write_text(directory / "summary.md", summary_markdown(results))
+    render_files(directory, results)
+    return results
+
+
+def render_files(directory: Path, results: dict[str, Any]) -> list[Path]:
+    """Everything rendered from results.json: summary.md, the sections' own files (speed.md),
+    the plots and index.html; what a re-render (`python -m accelgate.report DIR`) rewrites."""
+    from accelgate.report.figures import render_figures
+    from accelgate.report.html import render_index
+
+    directory = Path(directory)
+    files: dict[str, str | bytes] = {"summary.md": summary_markdown(results)}
     for section in ordered():
         part = results if section.key is None else results.get(section.key)
         if section.files is not None and part and part.get("cases"):
-            for name, text in section.files(part, results).items():
-                atomic_write_text(directory / name, text)
-    return results
+            files.update(section.files(part, results))
+    plots, figure_blocks = render_figures(results)
+    files.update(plots)
+    files["index.html"] = render_index(results, figure_blocks)
+    for name, data in files.items():
+        atomic_write_text(directory / name, data)
+    return [directory / name for name in files]

@@ -51,23 +51,10 @@ def step_stamps(pipe, timer) -> Iterator[dict[str, Any]]:
     if source == "callback":
         yield {"callback": lambda i, t, latents: timer(pipe, i, t, {}), "callback_steps": 1}
         return
-    scheduler, index = pipe.scheduler, [0]
-    original, patched_before = scheduler.step, "step" in vars(scheduler)
+    from accelgate.generate import scheduler_steps
 
-    def stamped(*args, **kwargs):
-        out = original(*args, **kwargs)
-        timer(pipe, index[0], None, {})
-        index[0] += 1
-        return out
-
-    scheduler.step = stamped
-    try:
+    with scheduler_steps(pipe, lambda index: timer(pipe, index, None, {})):
         yield {}
-    finally:
-        if patched_before:
-            scheduler.step = original
-        else:
-            del scheduler.step  # the class method shows again
 
 
 def generate_once(pipe, case, kwargs: Mapping[str, Any], timer=None) -> Any:
@@ -101,7 +88,6 @@ class CaseMeasurement:
         """One timed generation; ends with a device sync, so pytest-benchmark's own clock
         (stopped right after this returns) includes every queued kernel."""
         _, sample = measure_call(lambda timer: generate_once(self.pipe, self.case, kwargs, timer), self.device)
-        sample.pop("step_s", None)
         sample["step_source"] = step_source(self.pipe)
         self.samples.append(sample)
 

@@ -23,12 +23,23 @@ from pathlib import Path
 import pytest
 
 from accelgate.machine import MACHINE_INFO_KEY, compare_machines, machine_info
+from accelgate.config.schema import option_type
 from accelgate.plugin import STATE, state_of
+from accelgate.speed.compare import FIELDS, case_key, compare_case, parse_compare_fail, saved_cases
 from accelgate.speed import report  # noqa: F401  (registers the gate's report section)
 
 SPEED = pytest.StashKey["SpeedFixture"]()
 MISMATCHES = pytest.StashKey[list]()
 MACHINE = pytest.StashKey[dict]()
+COMPARED = pytest.StashKey[tuple]()  # (limits, saved run name, its cases) for --accelgate-compare-fail
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("accelgate")
+    group.addoption("--accelgate-compare-fail", metavar="LIST", default=None, type=option_type(parse_compare_fail),
+                    help="with --benchmark-compare: fail a case whose it/s, E2E, peak memory or warmup moved the wrong "
+                         "way by more than N%% against the saved run, e.g. peak_mem:10%%,cold_warmup:25%% (fields: "
+                         + ", ".join(FIELDS) + ")")
 
 
 def _option(config: pytest.Config, name: str, default=None):
@@ -121,6 +132,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[MISMATCHES] = []
     config.stash[UNMEASURED] = []
     check_compare_has_a_baseline(config)
+    load_compared_run(config)
     state = config.stash.get(STATE, None)
     if state is not None:
         state.add_part("speed", lambda: _report_part(config), record=lambda case, outcome, reason: _record_missing(
@@ -145,6 +157,23 @@ def _record_missing(config: pytest.Config, case, outcome: str, reason: str) -> N
         entries.append({"id": case.id, "model": case.model.id, "backend": case.backend.name,
                         "resolution": f"{case.width}x{case.height}", "outcome": outcome, "verdict": outcome,
                         "reason": reason})
+
+
+def load_compared_run(config: pytest.Config) -> None:
+    """For --accelgate-compare-fail: the saved run pytest-benchmark compares with, by case."""
+    limits = _option(config, "accelgate_compare_fail")
+    if not limits:
+        return
+    if not _option(config, "benchmark_compare"):
+        raise pytest.UsageError(
+            "accelgate: --accelgate-compare-fail compares with a saved run and needs --benchmark-compare to pick it, "
+            f"e.g.:\n    {_rerun_command(config, '--benchmark-compare', '--accelgate-compare-fail=peak_mem:10%')}")
+    found = _saved_runs(config)
+    if found is None:
+        raise pytest.UsageError("accelgate: --accelgate-compare-fail reads saved runs from file storage only; "
+                                "--benchmark-storage names another kind")
+    path, data = found[2][-1]  # check_compare_has_a_baseline made sure there is one
+    config.stash[COMPARED] = (limits, Path(str(path)).name, saved_cases(data))
 
 
 def _device(config: pytest.Config) -> str:
@@ -214,6 +243,15 @@ class SpeedFixture:
             pytest.skip(reason)
         benchmark.group = f"{case.model.id} @ {case.width}x{case.height}"
         verdict = self.session.measure(case, benchmark.pedantic)
+        compared = self.config.stash.get(COMPARED, None)
+        if compared is not None:
+            limits, name, cases = compared
+            rows, problems = compare_case(verdict.extra_info, cases.get(case_key(verdict.extra_info)), limits, name)
+            verdict.extra_info["compare"] = {"saved_run": name, "rows": rows,
+                                             "in_saved_run": case_key(verdict.extra_info) in cases}
+            verdict.problems.extend(problems)
+            verdict.extra_info["problems"] = list(verdict.problems)
+            verdict.extra_info["verdict"] = "failed" if verdict.problems else "passed"
         benchmark.extra_info.update(verdict.extra_info)
         return verdict
 

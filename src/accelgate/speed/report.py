@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from accelgate.machine import MACHINE_INFO_KEY, compare_machines, describe, hardware_label
 from accelgate.report.sections import Section, register_section
+from accelgate.speed.plots import speed_plots
 
 
 @dataclass(frozen=True)
@@ -315,14 +316,41 @@ def finish_part(part: dict[str, Any]) -> dict[str, Any]:
     return {**part, **table_of_part(part).to_dict()}
 
 
+def compare_markdown(part: Mapping[str, Any]) -> str:
+    """`--accelgate-compare-fail`: each compared field of each case, the saved run and this one."""
+    cases = [c for c in part.get("cases", []) if (c.get("compare") or {}).get("rows")]
+    if not cases:
+        return ""
+    from accelgate.speed.compare import FIELDS, MiB
+
+    def show(value, name):
+        if value is None:
+            return "-"
+        return f"{value / MiB:.1f} MiB" if FIELDS[name].unit == "bytes" else f"{value:.4g} {FIELDS[name].unit}"
+
+    lines = ["## Compared with the saved run (--accelgate-compare-fail)", "",
+             "| Case | Field | Saved run | This run | Change | Limit | |", "|---|---|---|---|---|---|---|"]
+    for case in cases:
+        compare = case["compare"]
+        for row in compare["rows"]:
+            change = "-" if row["change_pct"] is None else f"{row['change_pct']:+.1f}%"
+            lines.append(f"| {case['id']} | {row['field']} | {show(row['saved'], row['field'])} ({compare['saved_run']}) "
+                         f"| {show(row['now'], row['field'])} | {change} | {row['limit_pct']:g}% | "
+                         f"{'✅' if row['passed'] else '❌'} |")
+    missing = [c["id"] for c in part.get("cases", []) if c.get("compare") and not c["compare"].get("in_saved_run")]
+    if missing:
+        lines += ["", f"Not in the saved run (not compared): {', '.join(missing)}."]
+    return "\n".join(lines) + "\n"
+
+
 def render(part: dict[str, Any], results: dict[str, Any]) -> list[str]:
-    markdown = table_of_part(part).to_markdown()
+    markdown = table_of_part(part).to_markdown() + compare_markdown(part)
     demoted = "\n".join("#" + line if line.startswith("#") else line for line in markdown.splitlines())
     return [demoted.replace("## Speed", "## Speed (pytest-benchmark)", 1)]
 
 
 def files(part: dict[str, Any], results: dict[str, Any]) -> dict[str, str]:
-    return {"speed.md": table_of_part(part).to_markdown()}
+    return {"speed.md": table_of_part(part).to_markdown() + compare_markdown(part)}
 
 
-SECTION = register_section(Section("speed", "speed", 2, render, finish_part, files))
+SECTION = register_section(Section("speed", "speed", 2, render, finish_part, files, figures=speed_plots))

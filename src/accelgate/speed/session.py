@@ -50,6 +50,10 @@ class SpeedVerdict:
     def message(self) -> str:
         return f"{self.case_id}: " + "\n".join(self.problems) if self.problems else f"{self.case_id}: passed"
 
+    def __repr__(self) -> str:
+        """One line (pytest prints it under a failed `assert verdict.passed`), not extra_info's every number."""
+        return f"SpeedVerdict({self.case_id!r}, {'passed' if self.passed else f'{len(self.problems)} problem(s)'})"
+
 
 @dataclass
 class _Pair:
@@ -215,6 +219,8 @@ class SpeedSession:
             "recompile_limit_hits": counter.recompile_limit_hits, "compile_ids": list(counter.compile_ids),
             "recompiles_total": pair.recompiles, "recompile_budget": budget, "recompile_budget_source": budget_source,
             "samples": [{k: s[k] for k in ("e2e_s", "it_per_s", "peak_mem_bytes")} for s in samples],
+            # seconds per denoising step 2..N, the median over the rounds: the report's per-step curve
+            "step_s": [_median(list(per_step)) for per_step in zip(*(s.get("step_s") or [] for s in samples))],
         }
         problems = self._recompile_problems(case, pair, counter, budget, budget_source)
         if case.backend.name == self.reference and info["e2e_s"] is not None:

@@ -31,7 +31,7 @@ def test_case(accelgate, accelgate_case):
 """
 
 
-def config_text(accel_delay=0.3, backends=("base", "accel"), extra="", speed=""):
+def config_text(accel_delay=0.3, backends=("base", "accel"), extra="", speed="", accel=None):
     """tiny-dit at 32x32, 3 steps; `base` (the reference) and `accel` sleep in the denoiser.
     Every [backend.X] table joins the matrix, so only the listed ones are declared."""
     tables = {
@@ -39,6 +39,8 @@ def config_text(accel_delay=0.3, backends=("base", "accel"), extra="", speed="")
         "accel": f'factory = "fixtures.speed_backends:sleepy"\noptions = {{delay = {accel_delay}}}',
         "recomp": 'factory = "fixtures.speed_backends:recompiler"\nrecompile_budget = 2',
     }
+    if accel is not None:  # another factory behind the name `accel`
+        tables["accel"] = accel
     declared = "\n".join(f"[backend.{name}]\n{tables[name]}" for name in backends)
     return f"""
 models = ["tiny-dit"]
@@ -182,3 +184,33 @@ def test_speed_cases_skip_where_pytest_benchmark_is_disabled(pytester, project):
     result = run(pytester, config, "--benchmark-disable", "-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*pytest-benchmark is disabled here*pytest -m benchmark -p no:xdist*"])
+
+
+def test_compare_fail_catches_a_planted_memory_growth_and_an_unchanged_run_passes(pytester, project):
+    """--accelgate-compare-fail judges what pytest-benchmark's own compare does not: peak memory
+    and warmups against the saved run."""
+    limits = "--accelgate-compare-fail=peak_mem:10%,cold_warmup:25%"
+    config = project(config_text())
+    run(pytester, config, "--benchmark-autosave").assert_outcomes(passed=2)
+    same = run(pytester, config, "--benchmark-compare", limits, "--quality-report=out")
+    same.assert_outcomes(passed=2)
+    table = (pytester.path / "out" / "speed.md").read_text()
+    assert "## Compared with the saved run" in table and "| tiny-dit/accel/32x32 | peak_mem |" in table
+    assert "❌" not in table
+
+    leaking = project(config_text(accel='factory = "fixtures.speed_backends:leaky"\noptions = {mib = 32}'))
+    grown = run(pytester, leaking, "--benchmark-compare", limits, "--quality-report=out-leaking")  # other config
+    grown.assert_outcomes(passed=1, failed=1)
+    grown.stdout.fnmatch_lines(["*peak_mem (peak_mem_bytes) grew *% against saved run 0001_*, limit 10%*"])
+    table = (pytester.path / "out-leaking" / "speed.md").read_text()
+    assert "| tiny-dit/accel/32x32 | peak_mem |" in table and "❌" in table
+
+
+def test_compare_fail_needs_a_run_to_compare_with(pytester, project):
+    config = project(config_text())
+    result = run(pytester, config, "--accelgate-compare-fail=peak_mem:10%")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--accelgate-compare-fail compares with a saved run and needs --benchmark-compare*"])
+    result = run(pytester, config, "--accelgate-compare-fail=peak_memory:10%")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*unknown field 'peak_memory'; fields: it_per_s, e2e, peak_mem, peak_mem_abs*"])
