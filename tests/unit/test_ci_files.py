@@ -86,3 +86,25 @@ def test_every_tox_environment_says_what_it_runs():
     assert '"quality and slow"' in envs["gpu-distribution"]["commands"]
     assert "-m benchmark" in envs["gpu-bench"]["commands"] and "no:xdist" in envs["gpu-bench"]["commands"]
     assert "min-versions.txt" in envs["min-versions"]["deps"]
+
+
+def test_min_versions_pins_exactly_the_lower_bounds_pyproject_declares():
+    """tox -e min-versions tests what pyproject.toml promises: each `>=` lower bound is pinned
+    with `==` to the same version (a bound nobody installs is a guess)."""
+    import tomllib
+
+    from packaging.version import Version
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    declared = list(project["dependencies"]) + project["optional-dependencies"]["metrics"]
+    bounds = {}
+    for requirement in declared:
+        match = re.fullmatch(r"([A-Za-z0-9_.-]+)>=([0-9.]+)", requirement)
+        if match:
+            bounds[match[1].lower().replace("_", "-")] = Version(match[2])
+    pins = {}
+    for line in (REPO / "requirements" / "min-versions.txt").read_text(encoding="utf-8").splitlines():
+        match = re.fullmatch(r"([A-Za-z0-9_.-]+)==([0-9.]+)", line.strip())
+        if match:
+            pins[match[1].lower().replace("_", "-")] = Version(match[2])
+    assert bounds and {name: pins.get(name) for name in bounds} == bounds
