@@ -26,6 +26,7 @@ import pytest
 
 from accelgate.config.find import find_config
 from accelgate.config.load import build_config
+from accelgate.selftest import selftest_config
 from accelgate.config.schema import (
     DEVICE_CHOICES, ConfigError, option_type, parse_device, parse_name_list, parse_resolution,
 )
@@ -82,6 +83,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="run each quality and distribution case in its own process (spawned): what a backend "
                          "changes process-wide dies with it, a crash is that case's error, a case over its time "
                          "limit is killed")
+    group.addoption("--accelgate-selftest", action="store_true", default=False,
+                    help="the sensitivity self-test: run the shipped damages instead of the matrix's backends "
+                         "against its models, baselines and tolerances; a damage the gate does not catch fails")
 
 
 def _names(text: str | None, allowed: list[str], flag: str) -> list[str] | None:
@@ -104,6 +108,8 @@ class AccelgateState:
         self.found = find_config(rootdir, option.accelgate_config, Path(pytest_config.invocation_params.dir))
         config = build_config(self.found.raw, self.found.source,
                               self.found.source.parent if self.found.source else rootdir)
+        if option.accelgate_selftest:
+            config = selftest_config(config)
         resolutions = None
         if option.resolutions is not None:
             resolutions = [parse_resolution(r, "--resolutions") for r in option.resolutions.split(",") if r.strip()]
@@ -290,12 +296,17 @@ def case_param(item: pytest.Item) -> tuple[str, Any] | None:
     return None
 
 
+def _per_image(item: pytest.Item) -> bool:
+    """A per-image quality case: what --accelgate-selftest runs (speed and distribution cases are not)."""
+    found = case_param(item)
+    return (found is not None and found[0] == "accelgate_case" and item.get_closest_marker("benchmark") is None
+            and "benchmark" not in getattr(item, "fixturenames", ()))
+
+
 def _writes_a_baseline(item: pytest.Item) -> bool:
     """The per-image gate's reference cases are what --regen-baselines runs."""
     found = case_param(item)
-    case = found[1] if found and found[0] == "accelgate_case" else None
-    return (case is not None and case.reference and item.get_closest_marker("benchmark") is None
-            and "benchmark" not in getattr(item, "fixturenames", ()))
+    return _per_image(item) and found[1] is not None and found[1].reference
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -306,7 +317,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     otherwise. Tests that are not accelgate cases run as usual."""
     state = config.stash.get(STATE, None)
     option = config.option
-    narrowed = option.regen_baselines or any(v is not None for v in (option.models, option.backends, option.resolutions))
+    narrowed = option.regen_baselines or option.accelgate_selftest or any(v is not None for v in (option.models, option.backends, option.resolutions))
     keep, drop = [], []
     for item in items:
         found = case_param(item)
@@ -314,7 +325,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             state.saw_cases = True
         placeholder = found is not None and found[1] is None
         regen_drop = option.regen_baselines and found is not None and not _writes_a_baseline(item)
-        (drop if regen_drop or (placeholder and narrowed) else keep).append(item)
+        selftest_drop = option.accelgate_selftest and found is not None and not _per_image(item)
+        (drop if regen_drop or selftest_drop or (placeholder and narrowed) else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep

@@ -2,7 +2,8 @@
 
 Families, one module each: `torch_backends` (eager reference, torch.compile, channels-last,
 fuse-qkv, bf16), `quantization` (fp8 layerwise casting, torchao int8), `caching` (DeepCache,
-tomesd, diffusers cache hooks), `onediff` (OneFlow / nexfort, CUDA only). User backends are
+tomesd, diffusers cache hooks), `onediff` (OneFlow / nexfort, CUDA only), and, in their own registry,
+`damage` (what broken accelerations do, for `--accelgate-selftest`). User backends are
 built from a config's `factory = "module:function"` by `user.user_backend`.
 """
 # Registration order is report order: the reference first, then by family.

@@ -15,6 +15,7 @@ from accelgate.quality import report  # noqa: F401  (registers the gate's report
 from accelgate.quality.run import QualityRun
 from accelgate.progress import TerminalProgress, wanted
 from accelgate.report.terminal import outcome_lines, write_lines
+from accelgate.selftest import selftest_lines
 from accelgate.session import raise_case_error
 from accelgate.verdict import count_outcomes, problem, shown_path
 
@@ -28,7 +29,8 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     option = config.option
     baseline_dir = Path(option.baseline_dir).resolve() if option.baseline_dir else None
-    run = QualityRun(state.session, baseline_dir, state.report_dir, option.regen_baselines, state.command_options())
+    run = QualityRun(state.session, baseline_dir, state.report_dir, option.regen_baselines, state.command_options(),
+                     selftest=option.accelgate_selftest)
     config.stash[QUALITY] = run
     state.add_part("quality", lambda: run.report_part() if run.results else None, record=run.record_missing)
     state.session.progress = terminal_progress(config)
@@ -131,6 +133,8 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     for case in part["cases"]:
         if case.get("reference") and case["outcome"] == "failed" and case.get("metrics"):
             write(f"REFERENCE DRIFT {case['id']}: {case['reason'].splitlines()[0]}", red=True)
+    for line in selftest_lines(part["cases"]) if config.option.accelgate_selftest else ():
+        write(line, red="MISSED" in line, green="MISSED" not in line)
     for model, why in sorted(part.get("stale_models", {}).items()):
         write(f"STALE {model}: {why}", red=True)
     for path in part.get("written_baselines", []):

@@ -20,6 +20,7 @@ from accelgate.matrix import Case
 from accelgate.metrics.catalog import PER_IMAGE
 from accelgate.metrics.pairwise import compare_images, diff_heatmap
 from accelgate.quality.baselines import BaselineError, BaselineStore, build_manifest, stale_fields, write_png
+from accelgate.selftest import damage_verdict, is_damage
 from accelgate.session import Session, verdict_for_exception
 from accelgate.verdict import Check, ImageRecord, Verdict, judge, problem
 
@@ -28,12 +29,13 @@ class QualityRun:
     """The per-image gate's state for one run: baseline store, results, artifacts."""
 
     def __init__(self, session: Session, baseline_dir: Path | None = None, report_dir: Path | None = None,
-                 regen: bool = False, command_options: tuple[str, ...] | None = None):
+                 regen: bool = False, command_options: tuple[str, ...] | None = None, selftest: bool = False):
         self.session = session
         self.config = session.config
         self.baseline_dir = Path(baseline_dir) if baseline_dir else self.config.baseline_dir
         self.report_dir = Path(report_dir) if report_dir else None
         self.regen = regen
+        self.selftest = selftest  # damage cases are judged the other way round (accelgate.selftest)
         self.command_options = command_options if command_options is not None else self._own_options()
         self.results: list[Verdict] = []
         self.stale_models: dict[str, str] = {}
@@ -69,6 +71,8 @@ class QualityRun:
                 verdict = verdict_for_exception(case, error, device=self.session.device)
             finally:
                 self.session.cleanup()
+        if self.selftest and is_damage(case.backend.name):
+            verdict = damage_verdict(verdict)
         # the results keep no live exception: its frames hold the case's pipeline
         self.results.append(replace(verdict, error=None) if verdict.error is not None else verdict)
         return verdict
