@@ -9,6 +9,7 @@ goes through one probe (`PeakMemory`). Compilation is tracked in `accelgate.spee
 """
 from __future__ import annotations
 
+import gc
 import re
 import threading
 import time
@@ -226,6 +227,9 @@ class PeakMemory:
             self._sampled_max = max(self._sampled_max, self._proc.memory_info().rss)
 
     def __enter__(self) -> "PeakMemory":
+        # Garbage of earlier cases is collected before the baseline: a collection that happened
+        # inside the block would free it there and hide as much of this block's own allocation.
+        gc.collect()
         if self.device.type == "cuda":
             synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
