@@ -155,3 +155,16 @@ def test_bad_prompts_per_task_and_files(tmp_path):
     _refused(tmp_path, r"gives both prompts and prompt_set", prompts=["a"], prompt_set="sd2", path="weights", **NEW)
     _refused(tmp_path, r"unknown prompt_set 'mine'.*or give the model's own prompts", prompt_set="mine",
              path="weights", **NEW)
+
+
+def test_the_example_projects_config_declares_its_model_backend_and_prompts_without_code(monkeypatch):
+    from accelgate.config.find import find_config
+
+    example = REPO / "examples" / "my-project"
+    monkeypatch.syspath_prepend(str(example))  # its pythonpath = ["."], as pytest sets it there
+    found = find_config(example, None)
+    config = build_config(found.raw, found.source, example)
+    (model,) = config.models
+    assert model.id == "my-sd" and not model.gpu and config.model_paths["my-sd"] == str(example / "models" / "my-sd")
+    assert [i.prompt for i in prompt_items(model)] == ["a red cube on a wooden table", "a lighthouse at dusk, oil painting"]
+    assert config.backend("my-channels-last").spec.user and config.baseline_dir == example / "baselines"
