@@ -6,6 +6,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
+
 MODEL_DIR = Path(__file__).resolve().parent / "models" / "my-sd"
 
 
@@ -16,11 +18,15 @@ def pytest_configure(config):
 
     from accelgate.models.tiny import build_tiny_sd
 
+    try:
+        with torch.random.fork_rng(devices=[]):  # the recipe seeds torch; leave the session's RNG alone
+            pipe = build_tiny_sd()
+    except ModuleNotFoundError as error:  # open_clip, for the tokenizer: a usage error, not an INTERNALERROR
+        raise pytest.UsageError(f"my-project: cannot build models/my-sd: {error}") from None
     MODEL_DIR.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".my-sd.", dir=MODEL_DIR.parent))
     try:
-        with torch.random.fork_rng(devices=[]):  # the recipe seeds torch; leave the session's RNG alone
-            build_tiny_sd().save_pretrained(staging, safe_serialization=True)
+        pipe.save_pretrained(staging, safe_serialization=True)
         staging.rename(MODEL_DIR)  # whole or not at all: a second process (xdist) keeps the first one's
     except OSError:
         if not (MODEL_DIR / "model_index.json").is_file():
