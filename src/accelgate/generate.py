@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from accelgate.errors import CaseFailed
-from accelgate.prompts.sets import PromptItem, get_prompt_set, load_sample_image
+from accelgate.prompts.sets import PromptItem, PromptSet, get_prompt_set, load_sample_image
 
 
 class DegenerateOutput(CaseFailed):
@@ -31,8 +31,15 @@ class Generation:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def model_prompt_set(model) -> PromptSet:
+    """The model's own prompts from its config table, else the embedded set it names."""
+    if model.prompts:
+        return PromptSet(model.prompt_set, tuple(model.prompts), f"the prompts of [model.{model.id}]", "config")
+    return get_prompt_set(model.prompt_set)
+
+
 def prompt_items(model) -> list[PromptItem]:
-    return list(get_prompt_set(model.prompt_set).limited(model.prompt_limit))
+    return list(model_prompt_set(model).limited(model.prompt_limit))
 
 
 def generation_settings(model) -> dict[str, Any]:

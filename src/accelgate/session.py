@@ -153,11 +153,13 @@ class Session:
     # -- what cannot run here -------------------------------------------------------------
     def skip_reason(self, case: Case) -> str | None:
         """Why a case cannot run on this machine, phrased as what to install or provide."""
-        from accelgate.models.loading import check_available
+        from accelgate.models.loading import check_available, gpu_only_reason
 
         if case.model.gpu and not self.device.startswith("cuda"):
-            return (f"{case.model.id} is a real model marked gpu and needs a CUDA device (running on "
-                    f"{self.device}); run on a GPU machine with --device cuda")
+            source = self.config.source
+            table = f"[model.{case.model.id}]" if source and source.name != "pyproject.toml" else \
+                f"[tool.accelgate.model.{case.model.id}]"
+            return gpu_only_reason(case.model, self.device, f"{table} of {source or 'your pyproject.toml'}")
         reason = case.backend.skip_reason(self.device)
         if reason:
             return reason

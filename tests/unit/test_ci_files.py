@@ -1,5 +1,5 @@
 """The CI files run what the README says they run (issue 12): the CPU workflow and .ci/run the
-README's test command, the nightly GPU workflow the README's "Nightly GPU job" block verbatim,
+README's test command, then the example project against the built wheel, the nightly GPU workflow the README's "Nightly GPU job" block verbatim,
 and every tox environment has a description."""
 import configparser
 import re
@@ -45,11 +45,23 @@ def _readme_block(heading: str) -> list[str]:
 def test_the_cpu_workflow_and_ci_run_run_the_readmes_test_command():
     quick_start = _readme_block("## Quick start")
     test_command = next(line.split("#")[0].strip() for line in quick_start if "what CI runs" in line)
+    example = _readme_block("After the suite both run the example project")
+    assert example == ["./scripts/example.sh .venv/bin/python"]
     workflow = [line for line in _run_lines(_workflow("ci.yml")) if "chromium" not in line]
-    assert workflow == ["./scripts/setup.sh", test_command]
+    assert workflow == ["./scripts/setup.sh", test_command] + example
     ci_run = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()
               if line.strip() and not line.lstrip().startswith(("#", "set ", "cd ", "export ", "if ", "fi", "(", "||"))]
-    assert ci_run[0].startswith("./scripts/setup.sh") and ci_run[-1] == test_command
+    assert ci_run[0].startswith("./scripts/setup.sh") and ci_run[-2:] == [test_command] + example
+
+
+def test_the_example_runs_the_wheel_installed_without_dependencies_in_its_own_directory():
+    script = (REPO / "scripts" / "example.sh").read_text()
+    assert "pip wheel --quiet --no-deps" in script and "install --quiet --no-deps --ignore-installed" in script
+    assert "venv --without-pip" in script and ".pth" in script and "not the wheel" in script
+    assert "cd examples/my-project" in script and "-m pytest -p no:cacheprovider -m quality" in script
+    example = REPO / "examples" / "my-project"
+    assert (example / "tests" / "test_quality.py").is_file() and (example / "pyproject.toml").is_file()
+    assert list((example / "baselines" / "cpu").rglob("manifest.json")), "the example's CPU baselines are committed"
 
 
 def test_the_nightly_gpu_workflow_runs_the_readmes_nightly_block_verbatim():

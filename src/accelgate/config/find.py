@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from accelgate.config.schema import ConfigError
+from accelgate.config.schema import ConfigError, read_utf8
 
 PYPROJECT = "pyproject.toml"
 
@@ -35,17 +35,7 @@ def read_toml(path: Path) -> dict[str, Any]:
     if path.is_dir():
         raise ConfigError(f"config {path} is a directory, not a TOML file; give the file itself "
                           f"(e.g. {path / PYPROJECT})")
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except OSError as error:
-        raise ConfigError(f"config file {path} cannot be read: {error.strerror or error}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise ConfigError(f"{path} is not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start}): "
-                          "TOML files are UTF-8; save it as UTF-8") from None
+    text = read_utf8(path, "config file")
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:

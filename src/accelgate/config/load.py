@@ -17,6 +17,8 @@ from accelgate.backends.registry import BACKENDS, BackendSpec, get_backend
 from accelgate.backends.user import user_backend
 from accelgate.config.checks import check_generation, check_options, check_size, check_unique
 from accelgate.config.distribution import check_names, validate_distribution_table
+from accelgate.config.model_keys import ALTERNATIVES, GENERATION_KEYS, MODEL_KEYS, NEW_MODEL_REQUIRED, NEW_ONLY
+from accelgate.config.prompts import parse_prompts
 from accelgate.config.quality import QualitySettings, Tolerance, parse_quality
 from accelgate.config.schema import ConfigError, check_keys, parse_device, parse_resolution, where
 from accelgate.config.speed import check_floor_names, validate_speed_table
@@ -29,16 +31,6 @@ TOP_KEYS = {
     "backend": dict, "tolerances": dict, "loosen": list, "distribution": dict,
     "speed": dict, "case_timeout": (int, float),
 }
-GENERATION_KEYS = {
-    "steps": int, "seed": int, "guidance_scale": (int, float), "scheduler": str,
-    "dtype": str, "prompt_set": str, "prompt_limit": int,
-}
-MODEL_KEYS = {
-    **GENERATION_KEYS, "resolutions": list, "path": str, "call_kwargs": dict, "allow_large": bool,
-    # only for a model that is not in the catalog:
-    "repo_id": str, "pipeline_class": str, "task": str, "denoiser": str, "variant": str, "gpu": bool,
-}
-NEW_MODEL_REQUIRED = ("pipeline_class", "task", "denoiser", "resolutions", "steps", "guidance_scale", "prompt_set")
 BACKEND_KEYS = {"factory": str, "options": dict, "models": list, "description": str, "min_speedup": (int, float),
                 "recompile_budget": int}
 
@@ -79,16 +71,21 @@ class Config:
         raise KeyError(name)
 
 
-def _model_from_table(model_id: str, table: Mapping[str, Any], general: Mapping[str, Any], place: str) -> ModelSpec:
+def _model_from_table(model_id: str, table: Mapping[str, Any], general: Mapping[str, Any], place: str,
+                      base: Path) -> ModelSpec:
     settings = {**general, **{k: v for k, v in table.items() if k in GENERATION_KEYS}}
     if "dtype" in settings and settings["dtype"] not in DTYPES:
         raise ConfigError(f"{place}: dtype {settings['dtype']!r}; expected one of {', '.join(DTYPES)}")
-    if "prompt_set" in settings:
+    if "prompts" in table and "prompt_set" in table:
+        raise ConfigError(f"{place}: gives both prompts and prompt_set; keep one (prompts: the model's own, "
+                          "prompt_set: an embedded set by name)")
+    if "prompt_set" in settings and "prompts" not in table:
         from accelgate.prompts.sets import PROMPT_SETS
 
         if settings["prompt_set"] not in PROMPT_SETS:
             raise ConfigError(
-                f"{place}: unknown prompt_set {settings['prompt_set']!r}; known sets: {', '.join(sorted(PROMPT_SETS))}"
+                f"{place}: unknown prompt_set {settings['prompt_set']!r}; known sets: {', '.join(sorted(PROMPT_SETS))}; "
+                "or give the model's own prompts = [...] (an inline list or a .txt/.json file)"
             )
     if "resolutions" in table:
         if not table["resolutions"]:
@@ -101,32 +98,49 @@ def _model_from_table(model_id: str, table: Mapping[str, Any], general: Mapping[
     if "guidance_scale" in settings:
         settings["guidance_scale"] = float(settings["guidance_scale"])
     if model_id in MODELS:
-        base = MODELS[model_id]
-        extra = {k for k in ("repo_id", "pipeline_class", "task", "denoiser", "variant", "gpu") if k in table}
+        base_spec = MODELS[model_id]
+        extra = sorted(k for k in NEW_ONLY if k in table)
         if extra:
             raise ConfigError(
-                f"{place}: {', '.join(sorted(extra))} cannot be changed for catalog model {model_id!r}; "
+                f"{place}: {', '.join(extra)} cannot be changed for catalog model {model_id!r}; "
                 "declare a new model id instead"
             )
         if "call_kwargs" in table:
-            settings["call_kwargs"] = frozen_mapping({**base.call_kwargs, **table["call_kwargs"]})
-        return replace(base, **settings)
-    missing = [k for k in NEW_MODEL_REQUIRED if k not in table]
-    if missing or ("repo_id" not in table and "path" not in table):
-        need = missing + ([] if ("repo_id" in table or "path" in table) else ["repo_id or path"])
+            settings["call_kwargs"] = frozen_mapping({**base_spec.call_kwargs, **table["call_kwargs"]})
+        _own_prompts(settings, table, base_spec.task, model_id, base, place)
+        if "gpu" in table:
+            settings["gpu"] = table["gpu"]
+        return replace(base_spec, **settings)
+    given = set(table) | set(general)
+    missing = [k for k in NEW_MODEL_REQUIRED if k not in given]
+    missing += [" or ".join(pair) for pair in ALTERNATIVES if not given & set(pair)]
+    if missing:
         raise ConfigError(
             f"{place}: {model_id!r} is not a catalog model ({', '.join(sorted(MODELS))}); to declare a new one "
-            f"also give: {', '.join(need)}"
+            f"also give: {', '.join(missing)} (every key: the README's table of model keys)"
         )
     for key, allowed in (("task", TASKS), ("denoiser", DENOISERS)):
         if table[key] not in allowed:
             raise ConfigError(f"{place}: {key} {table[key]!r}; expected one of {', '.join(allowed)}")
+    _own_prompts(settings, table, table["task"], model_id, base, place)
     return ModelSpec(
         id=model_id, task=table["task"], pipeline_class=table["pipeline_class"], denoiser=table["denoiser"],
-        source="hub", repo_id=table.get("repo_id", table.get("path", "")), variant=table.get("variant"),
-        gpu=table.get("gpu", True), call_kwargs=frozen_mapping(table.get("call_kwargs")),
+        source="hub", repo_id=table.get("repo_id") or str(_local(table["path"], base)), variant=table.get("variant"),
+        # a local directory (or a tiny test-bed model saved there) runs anywhere; a hub model is a real one
+        gpu=table.get("gpu", "path" not in table), call_kwargs=frozen_mapping(table.get("call_kwargs")),
         **{k: v for k, v in settings.items() if k != "call_kwargs"},
     )
+
+
+def _local(text: str, base: Path) -> Path:
+    """A configured path: `~` expanded, a relative one read from the config file's directory."""
+    path = Path(text).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _own_prompts(settings: dict, table: Mapping[str, Any], task: str, model_id: str, base: Path, place: str) -> None:
+    if "prompts" in table:
+        settings["prompt_set"], settings["prompts"] = parse_prompts(table["prompts"], task, model_id, base, place)
 
 
 def _backend_from_table(name: str, table: Mapping[str, Any], place: str) -> BackendChoice:
@@ -171,6 +185,7 @@ def build_config(raw: Mapping[str, Any], source: Path | None, root: Path) -> Con
     for model_id in model_tables:
         if model_id not in model_ids:
             model_ids.append(model_id)
+    base = source.parent if source else root
     models, paths = [], {}
     for model_id in model_ids:
         table = model_tables.get(model_id, {})
@@ -183,9 +198,9 @@ def build_config(raw: Mapping[str, Any], source: Path | None, root: Path) -> Con
                 f"{top}: unknown model {model_id!r}; catalog models: {', '.join(sorted(MODELS))}; "
                 f"or declare it under [model.{model_id}]"
             )
-        models.append(_model_from_table(model_id, table, general, table_where))
+        models.append(_model_from_table(model_id, table, general, table_where, base))
         if "path" in table:
-            paths[model_id] = table["path"]
+            paths[model_id] = str(_local(table["path"], base))
 
     backend_tables = raw.get("backend", {})
     backend_names = list(raw.get("backends", ["eager"]))
@@ -222,7 +237,6 @@ def build_config(raw: Mapping[str, Any], source: Path | None, root: Path) -> Con
     check_floor_names(speed, model_ids, backend_names)
 
     baseline_dir = Path(raw.get("baseline_dir", "baselines"))
-    base = source.parent if source else root
     return Config(
         source=source, root=root, reference=reference, device=parse_device(raw.get("device", "auto")),
         baseline_dir=baseline_dir if baseline_dir.is_absolute() else base / baseline_dir, threads=threads,

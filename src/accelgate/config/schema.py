@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from pathlib import Path
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -46,6 +47,23 @@ def check_keys(table: Mapping[str, Any], allowed: Mapping[str, Any], where: str)
         if not ok:
             names = expected.__name__ if isinstance(expected, type) else " or ".join(t.__name__ for t in expected)
             raise ConfigError(f"{where}: key {key!r} must be a {names}, got {type(value).__name__} {value!r}")
+
+
+def read_utf8(path: Path, what: str, hint: str = "") -> str:
+    """A file the config names, as text, or a ConfigError saying which file and what is wrong:
+    absent (`hint` says where a relative path is read from), unreadable, or not UTF-8 (with
+    the first bad byte, so it can be found)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist{hint}") from None
+    except OSError as error:
+        raise ConfigError(f"{what} {path} cannot be read: {error.strerror or error}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{what} {path} is not UTF-8 text (byte 0x{data[error.start]:02x} at offset "
+                          f"{error.start}); save it as UTF-8") from None
 
 
 def parse_loosening(entry: Any, metrics: Iterable[str], where: str, table: str = "loosen") -> Loosening:

@@ -239,16 +239,18 @@ class DistributionRun:
                           {k: v.tolist() for k, v in candidate.values.items()}, notes)
 
     def prompt_items(self, run: str, model) -> tuple[list, str, tuple]:
+        from accelgate.generate import model_prompt_set
         from accelgate.prompts.files import load_prompt_file_set
         from accelgate.prompts.sets import PROMPT_SETS
 
         limit = self.prompt_limit or (self.settings["cpu_run"]["prompt_limit"] if run == "cpu-metrics"
                                       else self.settings["prompt_limit"])
         spec = self.settings["prompt_sets"].get(model.id) or {"name": model.prompt_set, "source": None}
-        key = (spec["name"], spec["source"], limit)
+        own = bool(model.prompts) and model.id not in self.settings["prompt_sets"]  # the config's prompts
+        key = (spec["name"], model.id if own else spec["source"], limit)
         if key not in self._sets:
-            if spec["name"] in PROMPT_SETS:
-                full = PROMPT_SETS[spec["name"]]
+            if own or spec["name"] in PROMPT_SETS:
+                full = model_prompt_set(model) if own else PROMPT_SETS[spec["name"]]
                 items = list(full.limited(limit))
                 self._sets[key] = (items, f"{full.name}, {len(items)} of {len(full.items)} prompts")
             else:

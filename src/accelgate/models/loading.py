@@ -71,10 +71,25 @@ def ensure_tiny_built(spec: ModelSpec, cache_dir: Path | None = None) -> Path:
 
 
 def _how_to_fetch(spec: ModelSpec) -> str:
+    if Path(spec.repo_id).is_absolute():  # declared with path only: there is no hub id to fetch
+        return (f"write the pipeline there with pipe.save_pretrained(\"{spec.repo_id}\") (or copy a diffusers "
+                f"pipeline directory there), or change path under [tool.accelgate.model.{spec.id}]")
     variant = f" (variant {spec.variant})" if spec.variant else ""
     return (f"on a connected machine run `huggingface-cli download {spec.repo_id}`{variant} with the same HF_HOME / "
             f"HF_HUB_CACHE as here (now {hub_cache_dir()}), or put a local copy somewhere and set "
             f"path = \"/path/to/{spec.repo_id.split('/')[-1]}\" under [tool.accelgate.model.{spec.id}]")
+
+
+def gpu_only_reason(spec: ModelSpec, device: str, table: str) -> str:
+    """The skip reason of a `gpu` model off CUDA: how to run it where it is, and what that costs,
+    since a model declared with `path` used to skip here without saying that `gpu = false` exists."""
+    dtype = (f" and dtype = \"float32\" (its {spec.dtype} is slow on CPU, and some of its kernels have no CPU "
+             "version)") if spec.dtype != "float32" else ""
+    return (f"{spec.id} is marked gpu and needs a CUDA device (running on {device}): run on a GPU machine with "
+            f"--device cuda, or run it on this CPU with gpu = false{dtype} under {table}. That costs time and "
+            f"memory: a full-size model takes minutes per image on CPU (fewer steps and a small resolution, e.g. "
+            f"resolutions = [\"256x256\"], keep it short), and its CPU images need baselines of their own "
+            f"(baselines/cpu/, written with --regen-baselines)")
 
 
 _NOT_WEIGHTS = ("scheduler_config.json", "tokenizer_config.json", "preprocessor_config.json")

@@ -37,7 +37,7 @@ class ModelSpec:
     resolutions: tuple[tuple[int, int], ...]
     steps: int
     guidance_scale: float
-    prompt_set: str
+    prompt_set: str  # an embedded set's name, or the name `prompts` below are recorded under
     dtype: str = "float32"
     scheduler: str | None = None  # diffusers scheduler class name; None keeps the pipeline's
     seed: int = 0
@@ -46,6 +46,7 @@ class ModelSpec:
     variant: str | None = None
     builder: str | None = None  # "module:function", imported only when the model is built
     call_kwargs: Mapping[str, Any] = field(default_factory=frozen_mapping)
+    prompts: tuple = ()  # PromptItems given in the config (`prompts = [...]`), used instead of the named set
     gpu: bool = False
     description: str = ""
 

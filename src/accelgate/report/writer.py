@@ -212,6 +212,9 @@ def summary_markdown(results: dict[str, Any]) -> str:
         head += [f"- `{r['id']}`: {r.get('cases', 0)} case(s), started {r.get('started')}" for r in runs]
     elif run:
         head.append(f"Run `{run.get('id')}`, started {run.get('started')}.")
+    versions = run.get("versions") or {}
+    if versions:  # which accelgate judged, so a verdict that moves after an upgrade can be traced to it
+        head.append("Versions: " + ", ".join(f"{name} `{version}`" for name, version in versions.items()) + ".")
     if results.get("interrupted"):
         not_run = results.get("not_run", [])
         head += ["", f"**Interrupted** ({run.get('stopped_because') or 'Ctrl-C'}): {len(not_run)} collected case(s) "

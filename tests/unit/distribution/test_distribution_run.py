@@ -24,6 +24,7 @@ from accelgate.distribution.measure import Measured
 from accelgate.distribution.run import DistributionRun
 from accelgate.matrix import Case
 from accelgate.models.registry import ModelSpec
+from accelgate.prompts.sets import PromptItem
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -313,3 +314,15 @@ def test_non_finite_features_are_the_case_error_not_a_number(backends, monkeypat
     assert "the reference backend 'eager' could not make the reference set" in verdict.reason
     again = run.evaluate("prompt-set", _case(backends, "noise")).verdict  # cached: not recomputed, still said
     assert again.outcome == "error" and "non-finite pool features" in again.reason
+
+
+def test_a_models_own_prompts_are_its_distribution_set_unless_prompt_sets_names_one():
+    own = ModelSpec(id="mine", task="text-to-image", pipeline_class="StableDiffusionPipeline", denoiser="unet",
+                    source="tiny", resolutions=((32, 32),), steps=4, guidance_scale=1.0,
+                    prompt_set="[model.mine] prompts", builder="accelgate.models.tiny:build_tiny_sd",
+                    prompts=tuple(PromptItem(prompt=p) for p in ("a red cube", "a lighthouse", "a bowl of soup")))
+    items, described, _ = _run(prompt_limit=2).prompt_items("quality", own)
+    assert [i.prompt for i in items] == ["a red cube", "a lighthouse"]
+    assert described == "[model.mine] prompts, 2 of 3 prompts"
+    items, described, _ = _run(prompt_sets={"mine": "sd2"}).prompt_items("quality", own)
+    assert described.startswith("sd2, 1 of 1") and "galaxy bottle" in items[0].prompt

@@ -190,7 +190,7 @@ def test_gpu_models_and_onediff_are_skipped_with_what_is_missing(pytester, proje
     result.stdout.fnmatch_lines([
         "*onediff-oneflow' needs a CUDA device*pip install*",
         "*onediff-nexfort' needs a CUDA device*pip install*",
-        "*sd15 is a real model marked gpu and needs a CUDA device*--device cuda*",
+        "*sd15 is marked gpu and needs a CUDA device*--device cuda*gpu = false*",
     ])
     result = _run(pytester, config, "-m", "gpu", "--collect-only", "-q")
     result.stdout.fnmatch_lines(["*sd15/eager/512x512*"])

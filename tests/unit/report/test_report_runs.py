@@ -2,6 +2,7 @@
 a quality run then a speed run into one directory keep both; `-n 2` gives the serial run's
 cases in one report; a repository that runs no accelgate case imports no torch."""
 import json
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,9 @@ def test_a_quality_run_then_a_speed_run_into_one_report_keep_both(pytester, proj
     assert [c["id"] for c in data["speed"]["cases"]] == ["tiny-dit/eager/32x32"]
     assert len(data["runs"]) == 2 and {c["run_id"] for c in data["cases"]} == {data["runs"][0]["id"]}
     assert data["speed"]["cases"][0]["run_id"] == data["runs"][1]["id"]
+    assert data["run"]["versions"]["accelgate"] == metadata.version("accelgate")  # the installed plugin's
     summary = (out / "summary.md").read_text()
+    assert f"accelgate `{metadata.version('accelgate')}`" in summary
     assert "## tiny-dit @ 32x32" in summary and "## Speed (pytest-benchmark)" in summary
     assert "This report merges 2 runs" in summary and (out / "speed.md").is_file()
 

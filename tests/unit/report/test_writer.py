@@ -72,6 +72,13 @@ def test_summary_md_is_rendered_from_results_json_alone(tmp_path):
     assert "## tiny-dit @ 32x32" in summary_markdown(results)
 
 
+def test_the_report_says_which_accelgate_judged(tmp_path):
+    # results.json records every version of the run; summary.md's header names them
+    results = write_report(tmp_path, _run("r1"), {"quality": _quality("tiny-dit/eager/32x32")})
+    assert results["run"]["versions"]["accelgate"] == "0.1.0"
+    assert "Versions: accelgate `0.1.0`, torch `2.15.0`, diffusers `0.42.1`" in (tmp_path / "summary.md").read_text()
+
+
 def test_files_are_written_with_the_normal_mode_not_mkstemps(tmp_path):
     umask = os.umask(0o022)
     try:
