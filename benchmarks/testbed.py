@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from accelgate.testbed import build, damage, evaluate, judges, measure, world
+from accelgate.testbed import build, evaluate, image_damage, judges, measure, world
 
 TEXT = ("tiny-sd", "tiny-sdxl", "tiny-pixart", "tiny-sd3")
 ALL = ("tiny-sd", "tiny-sdxl", "tiny-sd-img2img", "tiny-pix2pix", "tiny-pixart", "tiny-dit", "tiny-sd3")
@@ -79,9 +79,9 @@ def section_judges(args, weights) -> dict:
     out["hps_prefers_own_caption"] = evaluate.rate((h_own > h_other).tolist())
     clean = torch.from_numpy(images)
     prefs = {}
-    for kind in damage.KINDS:
+    for kind in image_damage.KINDS:
         gen = torch.Generator().manual_seed(11)
-        hurt = damage.damage(clean, [kind] * n, torch.full((n,), 0.5), gen).numpy()
+        hurt = image_damage.damage(clean, [kind] * n, torch.full((n,), 0.5), gen).numpy()
         prefs[kind] = {
             "clip_score": evaluate.rate((own > clip.clip_score(list(hurt), captions, clamp=False)).tolist()),
             "hps": evaluate.rate((h_own > hps.score(list(hurt), captions)).tolist()),

@@ -16,7 +16,9 @@ meaning on CPU.
   tiny-pixart, tiny-dit, tiny-sd3) from the stored components, with the recommended
   steps, guidance and call keyword arguments; `call_arguments` builds one call.
 - `judges`: the trained judges in the forms the metric classes take (transformers CLIP +
-  processor, open_clip model + tokenizer, AestheticHead, an ImageFeatureExtractor).
+  processor, open_clip model + tokenizer, AestheticHead, an ImageFeatureExtractor);
+  `image_damage`: the blur, noise, colour cast and blockiness the preference judges learn
+  to dislike (not `accelgate.backends.damage`, which damages pipelines).
 - `evaluate`, `measure`: judgements (attribute / class accuracy, edit success, domain
   FID/KID) and instruments (relative perturbation of the denoiser output, call counting),
   used by `benchmarks/testbed.py`.

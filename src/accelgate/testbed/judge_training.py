@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from accelgate.testbed import damage, data, judges, text, world
+from accelgate.testbed import data, image_damage, judges, text, world
 from accelgate.testbed.encoders import scene_pools
 from accelgate.testbed.training import Budget, Component, Context
 
@@ -32,9 +32,9 @@ MILD = ("blur", "noise", "blocky")
 def _mild(images: torch.Tensor, gen: torch.Generator, fraction: float = 0.5, top: float = 0.25) -> torch.Tensor:
     n = images.shape[0]
     hit = torch.rand(n, generator=gen) < fraction
-    kinds = [MILD[int(i)] for i in torch.randint(0, len(MILD), (n,), generator=gen)]
+    kinds = image_damage.random_kinds(n, gen, MILD)
     severity = torch.rand(n, generator=gen) * top * hit.float()
-    return damage.damage(images, kinds, severity, gen)
+    return image_damage.damage(images, kinds, severity, gen)
 
 
 class _JudgeData(Component):
@@ -157,9 +157,9 @@ class HpsComponent(ClipComponent):
     def loss(self, step: int) -> torch.Tensor:
         size, pool, idx, gen = self.batch(step, 48)
         clean = pool.images[idx]
-        kinds = [damage.KINDS[int(i)] for i in torch.randint(0, len(damage.KINDS), (len(idx),), generator=gen)]
+        kinds = image_damage.random_kinds(len(idx), gen)
         severity = 0.1 + 0.9 * torch.rand(len(idx), generator=gen)
-        damaged = damage.damage(clean, kinds, severity, gen)
+        damaged = image_damage.damage(clean, kinds, severity, gen)
         captions, negatives = self.texts(size, idx, gen)
         images = torch.cat([clean, damaged]).permute(0, 3, 1, 2)
         img, txt = self.encode(self.model, images, captions + negatives)
@@ -195,9 +195,9 @@ class AestheticComponent(_JudgeData):
 
     def loss(self, step: int) -> torch.Tensor:
         size, pool, idx, gen = self.batch(step, 128)
-        kinds = [damage.KINDS[int(i)] for i in torch.randint(0, len(damage.KINDS), (len(idx),), generator=gen)]
+        kinds = image_damage.random_kinds(len(idx), gen)
         severity = torch.rand(len(idx), generator=gen) * (torch.rand(len(idx), generator=gen) < 0.7).float()
-        images = damage.damage(pool.images[idx], kinds, severity, gen).permute(0, 3, 1, 2)
+        images = image_damage.damage(pool.images[idx], kinds, severity, gen).permute(0, 3, 1, 2)
         with torch.no_grad():
             emb = F.normalize(_features(self.clip.get_image_features(pixel_values=judges.clip_pixels(images))), dim=-1)
         return F.mse_loss(self.head(emb).squeeze(-1), 7.0 - 5.0 * severity)

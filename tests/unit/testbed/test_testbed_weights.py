@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from accelgate.testbed import build, damage, evaluate, judges, world
+from accelgate.testbed import build, evaluate, image_damage, judges, world
 
 MANIFEST = build.WEIGHTS / "MANIFEST.json"
 pytestmark = pytest.mark.skipif(not MANIFEST.is_file(), reason="test-bed weights not trained yet")
@@ -89,7 +89,7 @@ def test_clip_exports_agree_and_prefer_clean_images():
         hf = model.get_image_features(pixel_values=pixels)
         hf = hf if isinstance(hf, torch.Tensor) else hf.pooler_output
         assert torch.allclose(hf, open_model.encode_image(pixels), atol=1e-4)
-    blurred = damage.blur(images, torch.full((8,), 0.6))
+    blurred = image_damage.blur(images, torch.full((8,), 0.6))
     captions = [s.caption() for s in scenes]
     hps = judges.hps_scorer()
     assert (hps.score(list(images.numpy()), captions) > hps.score(list(blurred.numpy()), captions)).float().mean() >= 0.75

@@ -89,3 +89,8 @@ def damage(images: torch.Tensor, kinds: list[str], severity: torch.Tensor, gener
         else:
             out[idx] = blocky(sel, sev)
     return out
+
+
+def random_kinds(n: int, generator: torch.Generator, kinds: tuple[str, ...] = KINDS) -> list[str]:
+    """`n` kinds drawn uniformly from `kinds` (one `randint` on the generator)."""
+    return [kinds[int(i)] for i in torch.randint(0, len(kinds), (n,), generator=generator)]
