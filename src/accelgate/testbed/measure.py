@@ -15,13 +15,12 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from accelgate.backends.torch_backends import denoiser_of
+
 
 def denoiser(pipe) -> torch.nn.Module:
-    for attr in ("unet", "transformer"):
-        module = getattr(pipe, attr, None)
-        if module is not None:
-            return module
-    raise TypeError(f"{type(pipe).__name__} has no unet or transformer")
+    """The pipeline's unet or transformer (the module the backends act on)."""
+    return denoiser_of(pipe)[1]
 
 
 def _sample(output):

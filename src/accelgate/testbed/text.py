@@ -23,24 +23,11 @@ from pathlib import Path
 
 import torch
 
+from accelgate.models.tokenizers import CLIP_EOS, clip_vocab
 from accelgate.testbed import world
 
 CLIP_MAX_LENGTH = 32
 T5_MAX_LENGTH = 32
-CLIP_BOS, CLIP_EOS = "<|startoftext|>", "<|endoftext|>"
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible byte -> printable character table."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    extra = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + extra)
-            extra += 1
-    return dict(zip(bs, map(chr, cs)))
 
 
 def _bpe(word: str, ranks: dict[tuple[str, str], int]) -> list[str]:
@@ -85,12 +72,6 @@ def clip_merges(words: list[str] | None = None) -> list[tuple[str, str]]:
                 merges.append((parts[0], parts[1]))
                 parts = [parts[0] + parts[1]] + parts[2:]
     raise RuntimeError("could not build a BPE that keeps every world word whole")
-
-
-def clip_vocab(merges: list[tuple[str, str]]) -> dict[str, int]:
-    symbols = list(bytes_to_unicode().values())
-    tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges] + [CLIP_BOS, CLIP_EOS]
-    return {tok: i for i, tok in enumerate(dict.fromkeys(tokens))}
 
 
 def clip_tokenizer(max_length: int = CLIP_MAX_LENGTH):
