@@ -97,23 +97,19 @@ def t5_encoder(vocab_size: int, seed: int = 0):
     return T5EncoderModel(config)
 
 
+# What the two UNets share (SD 1.x layout: Down, CrossAttnDown x2 / CrossAttnUp x2, Up).
+_UNET = dict(sample_size=8, out_channels=LATENT_CHANNELS, layers_per_block=1, norm_num_groups=16,
+             down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+             up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"))
+
+
 def sd_unet(in_channels: int = LATENT_CHANNELS, seed: int = 0):
     """SD 1.x layout at tiny width: Down, CrossAttnDown x2 / CrossAttnUp x2, Up; 8 heads."""
     from diffusers import UNet2DConditionModel
 
     _seeded(seed)
-    return UNet2DConditionModel(
-        sample_size=8,
-        in_channels=in_channels,
-        out_channels=LATENT_CHANNELS,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        block_out_channels=(32, 64, 64),
-        layers_per_block=1,
-        cross_attention_dim=CLIP_WIDTH,
-        attention_head_dim=8,
-        norm_num_groups=16,
-    )
+    return UNet2DConditionModel(in_channels=in_channels, block_out_channels=(32, 64, 64), cross_attention_dim=CLIP_WIDTH,
+                                attention_head_dim=8, **_UNET)
 
 
 SDXL_TIME_EMBED = 16
@@ -125,13 +121,8 @@ def sdxl_unet(seed: int = 0):
 
     _seeded(seed)
     return UNet2DConditionModel(
-        sample_size=8,
         in_channels=LATENT_CHANNELS,
-        out_channels=LATENT_CHANNELS,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
         block_out_channels=(32, 64, 96),
-        layers_per_block=1,
         transformer_layers_per_block=(1, 1, 2),
         attention_head_dim=(2, 4, 6),  # SDXL's head dim 64 at 1/10 the width: 16 per head
         use_linear_projection=True,
@@ -139,8 +130,14 @@ def sdxl_unet(seed: int = 0):
         addition_embed_type="text_time",
         addition_time_embed_dim=SDXL_TIME_EMBED,
         projection_class_embeddings_input_dim=6 * SDXL_TIME_EMBED + CLIP_WIDTH,
-        norm_num_groups=16,
+        **_UNET,
     )
+
+
+# What PixArt and DiT share: 6 DiT blocks of 6 heads x 16, 2x2 patches, no learned sigma.
+_DIT_BLOCKS = dict(num_layers=6, patch_size=2, attention_head_dim=16, num_attention_heads=6,
+                   in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS, attention_bias=True,
+                   activation_fn="gelu-approximate", norm_elementwise_affine=False)
 
 
 def pixart_transformer(seed: int = 0):
@@ -150,20 +147,12 @@ def pixart_transformer(seed: int = 0):
     _seeded(seed)
     return PixArtTransformer2DModel(
         sample_size=8,
-        num_layers=6,
-        patch_size=2,
-        attention_head_dim=16,
-        num_attention_heads=6,
-        in_channels=LATENT_CHANNELS,
-        out_channels=LATENT_CHANNELS,
         caption_channels=T5_WIDTH,
         cross_attention_dim=96,
-        attention_bias=True,
-        activation_fn="gelu-approximate",
         num_embeds_ada_norm=1000,
         norm_type="ada_norm_single",
-        norm_elementwise_affine=False,
         norm_eps=1e-6,
+        **_DIT_BLOCKS,
     )
 
 
@@ -173,20 +162,8 @@ def dit_transformer(seed: int = 0, sample_size: int = 8):
     from diffusers import DiTTransformer2DModel
 
     _seeded(seed)
-    return DiTTransformer2DModel(
-        sample_size=sample_size,
-        num_layers=6,
-        patch_size=2,
-        attention_head_dim=16,
-        num_attention_heads=6,
-        in_channels=LATENT_CHANNELS,
-        out_channels=LATENT_CHANNELS,
-        attention_bias=True,
-        activation_fn="gelu-approximate",
-        num_embeds_ada_norm=NULL_CLASS,
-        norm_type="ada_norm_zero",
-        norm_elementwise_affine=False,
-    )
+    return DiTTransformer2DModel(sample_size=sample_size, num_embeds_ada_norm=NULL_CLASS, norm_type="ada_norm_zero",
+                                 **_DIT_BLOCKS)
 
 
 def sd3_transformer(seed: int = 0):
