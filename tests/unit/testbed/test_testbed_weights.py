@@ -15,7 +15,10 @@ import torch
 from accelgate.testbed import build, evaluate, image_damage, judges, world
 
 MANIFEST = build.WEIGHTS / "MANIFEST.json"
-pytestmark = pytest.mark.skipif(not MANIFEST.is_file(), reason="test-bed weights not trained yet")
+pytestmark = pytest.mark.skipif(
+    not MANIFEST.is_file(),
+    reason="test-bed weights not trained yet (none are committed): produce them with `python -m accelgate.testbed.train` "
+           "(writes src/accelgate/testbed/weights/ and its MANIFEST.json; --resume continues an interrupted run)")
 
 
 @pytest.fixture(autouse=True)
