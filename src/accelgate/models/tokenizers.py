@@ -33,17 +33,26 @@ def clip_bpe_file() -> Path:
     return path
 
 
+CLIP_BOS, CLIP_EOS = "<|startoftext|>", "<|endoftext|>"
+
+
+def clip_vocab(merges: list[tuple[str, str]]) -> dict[str, int]:
+    """CLIP's token layout over `merges`: 256 byte symbols, their 256 end-of-word forms, one
+    token per merge, then the two specials (open_clip's SimpleTokenizer builds the same ids).
+    A merge whose result repeats an earlier token leaves the dict shorter than the list."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    symbols = list(bytes_to_unicode().values())
+    tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges] + [CLIP_BOS, CLIP_EOS]
+    return {tok: i for i, tok in enumerate(tokens)}
+
+
 @functools.lru_cache(maxsize=1)
 def _clip_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
     """The openai CLIP vocabulary and merges, in the same order as open_clip's SimpleTokenizer."""
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
     lines = gzip.open(clip_bpe_file()).read().decode("utf-8").split("\n")
     merges = [tuple(line.split()) for line in lines[1 : _CLIP_MERGES + 1]]
-    symbols = list(bytes_to_unicode().values())
-    tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]
-    tokens += ["<|startoftext|>", "<|endoftext|>"]
-    return {tok: i for i, tok in enumerate(tokens)}, merges
+    return clip_vocab(merges), merges
 
 
 def clip_tokenizer(max_length: int = 77):
