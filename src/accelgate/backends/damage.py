@@ -26,16 +26,14 @@ from typing import Any
 import torch
 
 from accelgate.backends.registry import BackendSpec
+from accelgate.backends.torch_backends import denoiser_of
 from accelgate.models.registry import ModelSpec
 from accelgate.registry import Registry
 
 
-def denoiser_of(pipe: Any) -> torch.nn.Module:
-    for name in ("unet", "transformer"):
-        module = getattr(pipe, name, None)
-        if module is not None:
-            return module
-    raise TypeError(f"{type(pipe).__name__} has neither a unet nor a transformer: no denoiser to damage")
+def denoiser_module(pipe: Any) -> torch.nn.Module:
+    """The denoiser module itself (`denoiser_of` gives its attribute name too)."""
+    return denoiser_of(pipe)[1]
 
 
 def first_tensor(output: Any) -> torch.Tensor:
@@ -73,7 +71,7 @@ def denoiser_noise(pipe: Any, sigma: float = 0.1, seed: int = 0, late_only: bool
     """Seeded Gaussian noise, `sigma` x the prediction's std, on the denoiser's output: at every
     step, or with `late_only` in the low-noise half of the schedule only."""
     generator = torch.Generator("cpu").manual_seed(seed)
-    denoiser = denoiser_of(pipe)
+    denoiser = denoiser_module(pipe)
     seen: dict[str, Any] = {}
 
     def remember(module, args, kwargs):
@@ -103,13 +101,13 @@ def skip_steps(pipe: Any, every: int = 2) -> Any:
         state["last"] = first_tensor(output).detach().clone()
         return output
 
-    denoiser_of(pipe).register_forward_hook(hook)
+    denoiser_module(pipe).register_forward_hook(hook)
     return pipe
 
 
 def gain(pipe: Any, factor: float = 1.05) -> Any:
     """The noise prediction times `factor`: a wrong dequantization scale."""
-    denoiser_of(pipe).register_forward_hook(
+    denoiser_module(pipe).register_forward_hook(
         lambda module, args, output: replace_first(output, first_tensor(output) * factor))
     return pipe
 
@@ -139,7 +137,7 @@ def text_noise(pipe: Any, sigma: float = 0.1, seed: int = 0) -> Any:
             * _seeded_noise(states, generator)
         return args, kwargs
 
-    denoiser_of(pipe).register_forward_pre_hook(hook, with_kwargs=True)
+    denoiser_module(pipe).register_forward_pre_hook(hook, with_kwargs=True)
     return pipe
 
 
