@@ -43,6 +43,7 @@ MARKERS = {
 }
 CASE_FIXTURES = ("accelgate_case", "accelgate_distribution_case", "accelgate_metrics_case")
 WORKER_PARTS = "accelgate_parts"  # the key of a worker's parts in xdist's workeroutput
+WORKER_DEVICE = "accelgate_device"  # ... and of the device it ran on
 NO_CASE = "no-case"  # the id of the placeholder param of a test the (narrowed) matrix gives no case
 
 # The gates: each a plugin of its own, loaded with this one so their options exist before
@@ -128,12 +129,13 @@ class AccelgateState:
         self.explicit_config = bool(option.accelgate_config)
         self.baseline_option, self.device_option = option.baseline_dir, option.device
         self.session = Session(config, option.device, narrowing, isolate=option.accelgate_isolate,
-                               timeout_option=option.case_timeout)
+                               timeout_option=option.case_timeout, worker=xdist_worker(pytest_config))
         self.report_dir = Path(option.quality_report).resolve() if option.quality_report else None
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self._providers: dict[str, Callable[[], dict[str, Any] | None]] = {}
         self.recorders: dict[str, Callable[[Any, str, str], None]] = {}
         self.case_notes: dict[tuple[str, str], dict[str, Any]] = {}  # (gate, case id) -> keys added to its JSON
+        self.worker_devices: dict[str, dict[str, str]] = {}  # xdist controller: each worker's device and class
         self.worker_parts: dict[str, dict[str, Any]] | None = None  # the xdist controller's merge of its workers'
         self.results: dict[str, Any] | None = None  # what the report holds after it was written
         self.stopped: dict[str, Any] = {}  # "interrupted", "not_run", "stopped_because" once the run ended early
@@ -186,7 +188,11 @@ class AccelgateState:
                 "reference": self.config.reference,
                 "versions": {name: package_version(name) for name in ("accelgate", "torch", "diffusers", "transformers")},
             }
-        return {**self._run_meta, **self.stopped}
+        meta = {**self._run_meta, **self.stopped}
+        if self.worker_devices:  # under xdist: the workers' devices, each GPU's class (a box may mix GPU models)
+            meta["workers"] = dict(sorted(self.worker_devices.items()))
+            meta["device_class"] = "+".join(sorted({w["device_class"] for w in self.worker_devices.values()}))
+        return meta
 
 
 STATE = pytest.StashKey[AccelgateState]()
@@ -209,6 +215,23 @@ def _is_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
 
+def xdist_worker(config: pytest.Config) -> tuple[int, int] | None:
+    """(index, count) of this pytest-xdist worker ('gw3' of 4 -> (3, 4)); None outside xdist."""
+    if not _is_worker(config):
+        return None
+    return int(config.workerinput["workerid"].removeprefix("gw")), int(config.workerinput["workercount"])
+
+
+def check_workers_have_gpus(config: pytest.Config, state: AccelgateState) -> None:
+    """The xdist controller, before any worker starts: `-n N --device cuda` needs N GPUs."""
+    workers = getattr(config.option, "numprocesses", None)
+    if _is_worker(config) or not isinstance(workers, int) or workers < 2 or state.session.requested_device != "cuda":
+        return
+    from accelgate.session import worker_device
+
+    worker_device("cuda", (0, workers))  # the same rule and message the workers apply
+
+
 def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
@@ -218,6 +241,7 @@ def pytest_configure(config: pytest.Config) -> None:
         if config.option.baseline_dir and Path(config.option.baseline_dir).exists() \
                 and not Path(config.option.baseline_dir).is_dir():
             raise ConfigError(f"--baseline-dir={config.option.baseline_dir} is a file, not a directory")
+        check_workers_have_gpus(config, state)
         if state.report_dir is not None and not _is_worker(config):
             from accelgate.report.writer import ReportConflict, check_mergeable, check_writable
 
@@ -363,9 +387,13 @@ def pytest_testnodedown(node, error) -> None:
     from accelgate.report.writer import merge_part
 
     state = node.config.stash.get(STATE, None)
-    text = getattr(node, "workeroutput", {}).get(WORKER_PARTS)
+    output = getattr(node, "workeroutput", {})
+    text = output.get(WORKER_PARTS)
     if state is None or text is None:
         return
+    if output.get(WORKER_DEVICE):
+        worker = getattr(node, "workerinput", {}).get("workerid", f"gw{len(state.worker_devices)}")
+        state.worker_devices[worker] = json.loads(output[WORKER_DEVICE])
     merged = state.worker_parts if state.worker_parts is not None else {}
     for gate, part in json.loads(text).items():
         merged[gate] = merge_part(merged.get(gate), part)
@@ -383,6 +411,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     parts = state.parts()
     if _is_worker(config):
         config.workeroutput[WORKER_PARTS] = json.dumps(parts)
+        if state.session.device_resolved:
+            from accelgate.machine import device_class
+
+            config.workeroutput[WORKER_DEVICE] = json.dumps(
+                {"device": state.session.device, "device_class": device_class(state.session.device)})
         return
     if state.report_dir is None or not (parts or state.stopped):
         return

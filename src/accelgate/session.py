@@ -45,6 +45,23 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
+def worker_device(device: str, worker: tuple[int, int] | None) -> str:
+    """Under pytest-xdist with `--device cuda`, worker i of N takes its own GPU, `cuda:<i mod GPUs>`
+    (each worker's GPU model then decides its baselines). N larger than the GPU count is refused:
+    two workers on one GPU would time and fill it together. `cuda:N` and CPU are kept as given."""
+    if worker is None or device != "cuda":
+        return device
+    import torch
+
+    index, workers = worker
+    count = torch.cuda.device_count()
+    if workers > count:
+        raise ConfigError(f"pytest -n {workers} with --device cuda: this machine has {count} GPU(s) and each xdist "
+                          f"worker takes one of its own; run with -n {count} (or fewer), or pin one device with "
+                          "--device cuda:N")
+    return f"cuda:{index % count}"
+
+
 def describe_error(error: BaseException) -> str:
     """'TypeError at fast.py:14: message': the type, where it was raised, what it said."""
     frames = traceback.extract_tb(error.__traceback__)
@@ -106,8 +123,9 @@ class Session:
     """One run's shared state: what every gate needs to load and run a case."""
 
     def __init__(self, config: Config, device: str | None = None, narrowing: Narrowing | None = None, *,
-                 isolate: bool = False, timeout_option: float | None = None):
+                 isolate: bool = False, timeout_option: float | None = None, worker: tuple[int, int] | None = None):
         self.config = config
+        self.worker = worker  # (index, count) of this pytest-xdist worker: its own GPU under --device cuda
         self.requested_device = device or config.device
         self.narrowing = narrowing or Narrowing()
         self.isolate = isolate  # --accelgate-isolate: each case in its own process
@@ -131,12 +149,18 @@ class Session:
                     raise ConfigError(f"--device {device}: this machine has no CUDA device torch can use "
                                       f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); run with "
                                       "--device cpu or on a GPU machine")
+                device = worker_device(device, self.worker)
             else:
                 import torch
 
                 torch.set_num_threads(self.config.threads)  # output differs by a level between thread counts
             self._device = device
         return self._device
+
+    @property
+    def device_resolved(self) -> bool:
+        """The device was needed (a case ran): asking for it does not import torch."""
+        return self._device is not None
 
     @property
     def case_timeout(self) -> float | None:

@@ -92,7 +92,10 @@ def test_two_xdist_workers_give_the_serial_runs_cases_in_one_report(pytester, pr
     result.assert_outcomes(passed=3)
     assert _ids(parallel) == _ids(serial) and len(_ids(serial)) == 3
     assert result.stdout.str().count("== accelgate ==") == 1  # one summary, the controller's
-    assert len(json.loads((parallel / "results.json").read_text())["runs"]) == 1
+    results = json.loads((parallel / "results.json").read_text())
+    assert len(results["runs"]) == 1
+    # issue 12: each worker's device and device class are recorded (one GPU each under --device cuda)
+    assert results["run"]["workers"] == {f"gw{i}": {"device": "cpu", "device_class": "cpu"} for i in range(2)}
 
 
 def test_a_repository_that_runs_no_accelgate_case_imports_no_torch(pytester, monkeypatch):
