@@ -28,7 +28,7 @@ from accelgate.config.find import find_config
 from accelgate.config.load import build_config
 from accelgate.selftest import selftest_config
 from accelgate.config.schema import (
-    DEVICE_CHOICES, ConfigError, option_type, parse_device, parse_name_list, parse_resolution,
+    DEVICE_CHOICES, ConfigError, option_type, parse_device, parse_name_list, parse_regen_mode, parse_resolution,
 )
 from accelgate.matrix import narrow
 from accelgate.models.registry import TASKS
@@ -71,8 +71,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--resolutions", metavar="LIST", default=None, help="comma list like 64x64,32x32")
     group.addoption("--device", metavar="DEVICE", default=None, type=option_type(parse_device),
                     help=f"where pipelines run: {DEVICE_CHOICES} (default: the config's, else auto)")
-    group.addoption("--regen-baselines", action="store_true", default=False,
-                    help="write the reference backend's images as the new baselines (atomic per case)")
+    group.addoption("--regen-baselines", nargs="?", const="all", default=None, metavar="all|missing",
+                    type=option_type(parse_regen_mode),
+                    help="write the reference backend's images as the new baselines (atomic per case); "
+                         "=missing: only cases whose baseline is missing or stale")
+    group.addoption("--prune-baselines", action="store_true", default=False,
+                    help="remove baselines of models or resolutions the config no longer has (listed in every run)")
     group.addoption("--baseline-dir", metavar="DIR", default=None,
                     help="where baselines live (default: the config's baseline_dir, ./baselines)")
     group.addoption("--quality-report", metavar="DIR", default=None,

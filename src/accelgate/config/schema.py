@@ -117,6 +117,18 @@ def parse_device(text: str) -> str:
     raise ConfigError(f"device {text!r} is not valid; choose one of: {DEVICE_CHOICES}")
 
 
+REGEN_MODES = ("all", "missing")
+
+
+def parse_regen_mode(text: str) -> str:
+    """`--regen-baselines[=all|missing]`: which reference cases write their baseline."""
+    value = str(text).strip().lower()
+    if value not in REGEN_MODES:
+        raise ConfigError(f"--regen-baselines={text!r}: choose one of {', '.join(REGEN_MODES)} "
+                          "(all: every reference case; missing: only missing or stale baselines)")
+    return value
+
+
 def parse_name_list(text: str, allowed: list[str], option: str) -> list[str]:
     """`--models a,b` -> ['a', 'b']; an unknown name is an error listing the valid ones."""
     names = [n.strip() for n in text.split(",") if n.strip()]

@@ -12,6 +12,7 @@ import pytest
 
 from accelgate.plugin import STATE
 from accelgate.quality import report  # noqa: F401  (registers the gate's report section)
+from accelgate.quality.lifecycle import change_line, find_orphans, prune
 from accelgate.quality.run import QualityRun
 from accelgate.progress import TerminalProgress, wanted
 from accelgate.report.terminal import outcome_lines, write_lines
@@ -113,15 +114,42 @@ def html_extras(verdict) -> list[dict]:
     return attached
 
 
+@pytest.hookimpl(tryfirst=True)  # before accelgate.plugin writes the report
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """--prune-baselines (the controller only): remove the orphaned baselines, say which."""
+    config = session.config
+    run = config.stash.get(QUALITY, None)
+    if run is None or not config.option.prune_baselines or hasattr(config, "workerinput"):
+        return
+    run.pruned = prune(find_orphans(run.baseline_dir, run.config))
+
+
+def baseline_lines(run: QualityRun) -> list[tuple[str, bool]]:
+    """(line, needs attention) for the baseline store: pruned or orphaned baselines."""
+    pruned = run.pruned
+    if pruned is not None:
+        return [(f"baseline pruned: {o.line()}", False) for o in pruned] or [("--prune-baselines: no orphaned baseline", False)]
+    orphans = find_orphans(run.baseline_dir, run.config)
+    return [(f"ORPHANED baseline {o.line()}; remove with --prune-baselines", True) for o in orphans]
+
+
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     """The gate's cases grouped by outcome, failures first with their images' paths (relative
     to the current directory, so they open from where pytest ran), then what needs a person."""
     state = config.stash.get(STATE, None)
     part = state.parts().get("quality") if state is not None else None
+    run = config.stash.get(QUALITY, None)
+    store_lines = baseline_lines(run) if run is not None and (part or config.option.prune_baselines) else []
     if not part:
+        if store_lines:
+            terminalreporter.section("accelgate")
+            for line, attention in store_lines:
+                terminalreporter.write_line(line, yellow=attention)
         return
     write = terminalreporter.write_line
     terminalreporter.section("accelgate")
+    for line, attention in store_lines:
+        write(line, yellow=attention)
     from accelgate.machine import device_class
 
     device = state.session.device
@@ -139,6 +167,8 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
         write(f"STALE {model}: {why}", red=True)
     for path in part.get("written_baselines", []):
         write(f"baseline written: {path}")
+    for change in part.get("regen_changes", []):
+        write(f"regen {change_line(change)}", yellow=change["change"] == "changed")
     if state.report_dir is not None and state.results is not None:
         write(f"report: {shown_path(state.report_dir / 'index.html')} (summary.md and results.json beside it; "
               f"re-render with: python -m accelgate.report {shown_path(state.report_dir)})")

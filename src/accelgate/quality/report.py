@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from accelgate.metrics.catalog import PER_IMAGE
+from accelgate.quality.lifecycle import change_line
 from accelgate.report.markdown import OUTCOME_MARK, table
 from accelgate.report.overview import reason_labels
 from accelgate.report.sections import Section, register_section
@@ -127,11 +128,26 @@ def grids(part: dict[str, Any], results: dict[str, Any]) -> list[dict[str, Any]]
     return out
 
 
+def baseline_store_lines(part: dict[str, Any]) -> list[str]:
+    """What a regen changed, and what the store holds that the matrix no longer has."""
+    lines = []
+    if part.get("regen_changes"):
+        lines.append("**Baselines regenerated** (against the ones they replaced):\n\n"
+                     + "\n".join(f"- {change_line(c)}" for c in part["regen_changes"]))
+    if part.get("pruned_baselines"):
+        lines.append("**Baselines pruned:**\n\n" + "\n".join(f"- `{o['path']}`" for o in part["pruned_baselines"]))
+    if part.get("orphaned_baselines"):
+        lines.append("**Orphaned baselines** (models or resolutions no longer in the matrix; `--prune-baselines` "
+                     "removes them):\n\n" + "\n".join(f"- `{o['path']}` ({o['bytes'] / 1024:.0f} KiB)"
+                                                      for o in part["orphaned_baselines"]))
+    return lines
+
+
 def render(part: dict[str, Any], results: dict[str, Any]) -> list[str]:
     stale = [f"**{model}: weights changed since its baselines were written.** {why}"
              for model, why in sorted(part.get("stale_models", {}).items())]
-    return (["\n\n".join(stale)] if stale else []) + model_tables(part, results.get("reference") or "eager",
-                                                                   reason_labels(results))
+    return (["\n\n".join(stale)] if stale else []) + baseline_store_lines(part) + model_tables(
+        part, results.get("reference") or "eager", reason_labels(results))
 
 
 def html(part: dict[str, Any], results: dict[str, Any]) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ from accelgate.matrix import Case
 from accelgate.metrics.catalog import PER_IMAGE
 from accelgate.metrics.pairwise import compare_images, diff_heatmap
 from accelgate.quality.baselines import BaselineError, BaselineStore, build_manifest, stale_fields, write_png
+from accelgate.quality.lifecycle import change_line, find_orphans, regen_change
 from accelgate.selftest import damage_verdict, is_damage
 from accelgate.session import Session, verdict_for_exception
 from accelgate.verdict import Check, ImageRecord, Verdict, judge, problem
@@ -29,17 +30,19 @@ class QualityRun:
     """The per-image gate's state for one run: baseline store, results, artifacts."""
 
     def __init__(self, session: Session, baseline_dir: Path | None = None, report_dir: Path | None = None,
-                 regen: bool = False, command_options: tuple[str, ...] | None = None, selftest: bool = False):
+                 regen: str | bool | None = None, command_options: tuple[str, ...] | None = None, selftest: bool = False):
         self.session = session
         self.config = session.config
         self.baseline_dir = Path(baseline_dir) if baseline_dir else self.config.baseline_dir
         self.report_dir = Path(report_dir) if report_dir else None
-        self.regen = regen
+        self.regen = "all" if regen is True else (regen or None)  # None, "all" or "missing"
         self.selftest = selftest  # damage cases are judged the other way round (accelgate.selftest)
         self.command_options = command_options if command_options is not None else self._own_options()
         self.results: list[Verdict] = []
         self.stale_models: dict[str, str] = {}
         self.written_baselines: list[Path] = []
+        self.regen_changes: list[dict[str, Any]] = []  # per regen case: new / unchanged / changed / current
+        self.pruned: list | None = None  # the orphans --prune-baselines removed (accelgate.quality.lifecycle)
         self._store: BaselineStore | None = None
         self._scratch: Path | None = None
 
@@ -81,12 +84,13 @@ class QualityRun:
         kwargs = {"baseline_dir": str(self.baseline_dir), "report_dir": str(self.report_dir) if self.report_dir else None,
                   "regen": self.regen, "command_options": self.command_options}
         try:
-            verdict, stale, written, hashes = self.session.run_isolated(case, "accelgate.quality.run:isolated_case",
-                                                                        **kwargs)
+            verdict, stale, written, hashes, changes = self.session.run_isolated(
+                case, "accelgate.quality.run:isolated_case", **kwargs)
         except Exception as error:  # the child timed out, died, or could not start the case
             return verdict_for_exception(case, error, device=self.session.device)
         self.stale_models.update(stale)
         self.written_baselines += [Path(p) for p in written]
+        self.regen_changes += changes
         for model, digest in hashes.items():
             self.session.model_hashes.setdefault(model, digest)
         return verdict
@@ -136,12 +140,25 @@ class QualityRun:
         return self._compare(case, generation, baseline)
 
     def _write_baseline(self, case, pipe, items, settings, model_hash) -> Verdict:
+        resolution = format_resolution(case.resolution)
+        try:
+            previous = self.store.read(case.id, case.model.id, resolution)
+        except BaselineError:  # missing or unreadable: this regen writes a new one
+            previous = None
+        if self.regen == "missing" and previous is not None:
+            expected = [{"prompt": i.label(), "seed": case.model.seed + n} for n, i in enumerate(items)]
+            if not stale_fields(previous, settings, expected, model_hash):
+                self.regen_changes.append({"id": case.id, "change": "current", "images": len(previous.images)})
+                return problem(case, "passed", f"baseline current, kept (--regen-baselines=missing): {previous.directory}")
         generation = generate(pipe, case, items, progress=self.progress)
         records = [{"prompt": i.label(), "seed": s} for i, s in zip(generation.items, generation.seeds)]
         manifest = build_manifest(case, settings, model_hash, records, self.store.device_class)
-        path = self.store.write(case.model.id, format_resolution(case.resolution), manifest, generation.images)
+        path = self.store.write(case.model.id, resolution, manifest, generation.images)
         self.written_baselines.append(path)
-        return problem(case, "passed", f"baseline written to {path}", timing={"generate_s": generation.seconds})
+        change = regen_change(case.id, previous, generation.images)
+        self.regen_changes.append(change)
+        return problem(case, "passed", f"baseline written to {path}; {change_line(change)}",
+                       timing={"generate_s": generation.seconds})
 
     # -- comparison and artifacts ---------------------------------------------------------
     def _compare(self, case: Case, generation: Generation, baseline) -> Verdict:
@@ -212,14 +229,18 @@ class QualityRun:
                              if any(r.model == k for r in self.results)},
             "stale_models": dict(self.stale_models),
             "written_baselines": [str(p) for p in self.written_baselines],
+            "regen_changes": list(self.regen_changes),
+            "orphaned_baselines": [o.as_json() for o in find_orphans(self.baseline_dir, self.config)],
+            "pruned_baselines": [o.as_json() for o in self.pruned or []],
             "backend_order": [c.spec.name for c in self.config.backends],
         }
 
 
-def isolated_case(session: Session, case: Case, *, baseline_dir: str, report_dir: str | None, regen: bool,
+def isolated_case(session: Session, case: Case, *, baseline_dir: str, report_dir: str | None, regen: str | None,
                   command_options: tuple[str, ...]) -> tuple:
     """`--accelgate-isolate`'s runner (in the child process): the case's verdict, and what the
     parent's report needs from this run (stale models, written baselines, model hashes)."""
     run = QualityRun(session, Path(baseline_dir), Path(report_dir) if report_dir else None, regen, command_options)
     verdict = run.evaluate(case)
-    return verdict, run.stale_models, [str(p) for p in run.written_baselines], dict(session.model_hashes)
+    return (verdict, run.stale_models, [str(p) for p in run.written_baselines], dict(session.model_hashes),
+            run.regen_changes)
