@@ -10,6 +10,7 @@ in the path is a usage error reported once, up front, instead of N failed cases.
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Any, Callable, Mapping
 
 from accelgate.backends.registry import BackendSpec, Requirement
@@ -43,9 +44,13 @@ def resolve_factory(text: str, *, backend: str | None = None) -> Callable[..., A
     walked = module_name
     for part in attr_path.split("."):
         if not hasattr(target, part):
+            origin = getattr(sys.modules.get(module_name), "__file__", None)
             raise ValueError(
                 f"{where}factory {text!r}: {walked!r} has no attribute {part!r}; check the name after ':' "
-                f"(it must name a function defined in {module_name})"
+                f"(it must name a function defined in {module_name}"
+                + (f", which was imported from {origin}: if that is not your file, another module of "
+                   "that name comes first on sys.path or was imported earlier in this process" if origin else "")
+                + ")"
             )
         target = getattr(target, part)
         walked = f"{walked}.{part}"

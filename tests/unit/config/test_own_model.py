@@ -3,6 +3,7 @@ the loader's schema, `gpu` inferred from the source, a gpu skip that says how to
 and prompts given in the config (inline or a file) without any Python."""
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -157,11 +158,21 @@ def test_bad_prompts_per_task_and_files(tmp_path):
              path="weights", **NEW)
 
 
-def test_the_example_projects_config_declares_its_model_backend_and_prompts_without_code(monkeypatch):
+@pytest.fixture
+def example_on_path(monkeypatch):
+    """examples/my-project on sys.path as its `pythonpath = ["."]` puts it, and its `my_accel`
+    package dropped from sys.modules afterwards: a later test's own my_accel must not find it."""
+    example = REPO / "examples" / "my-project"
+    monkeypatch.syspath_prepend(str(example))
+    yield example
+    for name in [n for n in sys.modules if n == "my_accel" or n.startswith("my_accel.")]:
+        del sys.modules[name]
+
+
+def test_the_example_projects_config_declares_its_model_backend_and_prompts_without_code(example_on_path):
     from accelgate.config.find import find_config
 
-    example = REPO / "examples" / "my-project"
-    monkeypatch.syspath_prepend(str(example))  # its pythonpath = ["."], as pytest sets it there
+    example = example_on_path
     found = find_config(example, None)
     config = build_config(found.raw, found.source, example)
     (model,) = config.models
