@@ -214,9 +214,17 @@ def vae_scale_factor(pipe) -> int:
     return int(factor) if factor else 2 ** (len(pipe.vae.config.block_out_channels) - 1)
 
 
-def prepare_resolution(pipe, spec: ModelSpec, height: int, width: int) -> None:
-    """Check the model can make height x width, and set what it needs per resolution
-    (DiT has no height/width call argument: its sample size is set on the transformer)."""
+def prepare_resolution(pipe, spec: ModelSpec, height: int, width: int, *, applied: bool = False) -> None:
+    """Check the model can make height x width, and set what it needs per resolution.
+
+    DiT has no height/width call argument: its transformer is built for one sample size. On a
+    fresh pipeline (`applied=False`) a transformer of another size is rebuilt at the case's
+    size with the same weights, so its config and its modules agree (setting only the config
+    left PatchEmbed's position-embedding base size at the old one, and a backend that rebuilt
+    the transformer from its config, as save and reload does, changed the image). After a
+    backend was applied (`applied=True`: the speed gate's shape switch) the backend's module is
+    kept and only the config's sample size follows the case; DiT's PatchEmbed interpolates its
+    position embedding for the new size at every call."""
     scale = vae_scale_factor(pipe)
     if spec.denoiser == "transformer":
         multiple = scale * int(pipe.transformer.config.patch_size or 1)
@@ -228,4 +236,19 @@ def prepare_resolution(pipe, spec: ModelSpec, height: int, width: int) -> None:
     if spec.task == "class-conditional":
         if height != width:
             raise ValueError(f"{spec.id} ({spec.pipeline_class}) makes square images only, not {width}x{height}")
-        pipe.transformer.register_to_config(sample_size=height // scale)
+        size = height // scale
+        if pipe.transformer.config.sample_size != size:
+            if applied:
+                pipe.transformer.register_to_config(sample_size=size)
+            else:
+                pipe.transformer = transformer_at_sample_size(pipe.transformer, size)
+
+
+def transformer_at_sample_size(transformer, size: int):
+    """The same transformer built at latent sample size `size`: its config's class, its weights
+    (the position embedding is a non-persistent buffer recomputed by the constructor), dtype,
+    device and train/eval mode."""
+    rebuilt = type(transformer).from_config({**transformer.config, "sample_size": size})
+    rebuilt.load_state_dict(transformer.state_dict(), strict=True)
+    parameter = next(transformer.parameters())
+    return rebuilt.to(device=parameter.device, dtype=parameter.dtype).train(transformer.training)

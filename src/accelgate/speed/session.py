@@ -154,7 +154,7 @@ class SpeedSession:
 
         previous, cache = pair.last
         other = replace(m.case, resolution=previous)
-        prepare_resolution(m.pipe, other.model, other.height, other.width)
+        prepare_resolution(m.pipe, other.model, other.height, other.width, applied=True)
         kwargs = call_kwargs(m.pipe, other)
         with cache.reuse():
             m.info["shape_switch_s"] = time_call(lambda: generate_once(m.pipe, other, kwargs), self.device)[1]
