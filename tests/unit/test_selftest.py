@@ -18,8 +18,10 @@ def test_the_selftest_matrix_is_the_reference_and_every_shipped_damage(tmp_path)
     config = selftest_config(build_config({"models": ["tiny-sd"], "backends": ["eager", "bf16"]}, None, tmp_path))
     assert [b.spec.name for b in config.backends] == ["eager", *DAMAGES]
     assert {"damage-noise", "damage-late-noise", "damage-skip-steps", "damage-gain", "damage-colour",
-            "damage-text"} == set(DAMAGES)
-    assert all(spec.description and spec.options for spec in DAMAGES.values())  # stated magnitudes
+            "damage-text", "damage-no-text", "damage-no-guidance", "damage-full-strength",
+            "damage-scheduler"} == set(DAMAGES)
+    # stated magnitudes (the scheduler swap's is the class, named in its description)
+    assert all(spec.description and (spec.options or spec.name == "damage-scheduler") for spec in DAMAGES.values())
 
 
 def test_a_caught_damage_passes_naming_the_metrics_that_caught_it():

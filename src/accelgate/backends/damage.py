@@ -13,6 +13,12 @@ fails when one passes (`accelgate.selftest`). Each imitates a failure the field 
 - `damage-colour`: colour drift after compile; +0.03 (about 4 levels) on the decoded red channel.
 - `damage-text`: lost prompt conditioning; 10% noise on the text embeddings the denoiser reads
   (text-conditioned models only: a class-conditional DiT has none, so it is n/a there).
+- `damage-no-text`: dropped text conditioning; the pipeline is called with an empty prompt.
+- `damage-no-guidance`: guidance forced off; the pipeline is called with guidance_scale = 1.
+- `damage-full-strength`: an img2img `strength` ignored; called with strength = 1 (image-to-image
+  models run below 1, so the input image shapes their result).
+- `damage-scheduler`: a wrong scheduler; the pipeline's is swapped for another family's
+  (Euler for DDIM and the others, DDIM for Euler, Heun for flow-matching Euler), same config.
 
 Each is a `BackendSpec` (`apply(pipe, **options) -> pipe`) in their own registry, `DAMAGES`,
 not among the accelerations; a config may still run one as a user backend
@@ -141,8 +147,44 @@ def text_noise(pipe: Any, sigma: float = 0.1, seed: int = 0) -> Any:
     return pipe
 
 
+def calling_with(pipe: Any, **overrides: Any) -> Any:
+    """The pipeline, its class swapped for a same-named subclass whose `__call__` replaces some
+    arguments: what a backend that rewrites (or ignores) a call argument does."""
+    base = type(pipe)
+
+    def __call__(self, *args, **kwargs):
+        return base.__call__(self, *args, **{**kwargs, **overrides})
+
+    pipe.__class__ = type(base.__name__, (base,), {"__call__": __call__, "__module__": base.__module__,
+                                                   "__doc__": base.__doc__})
+    return pipe
+
+
+# Which scheduler class replaces which (another family, same config); the rest go to Euler.
+_WRONG_SCHEDULER = {"EulerDiscreteScheduler": "DDIMScheduler",
+                    "FlowMatchEulerDiscreteScheduler": "FlowMatchHeunDiscreteScheduler"}
+
+
+def wrong_scheduler(pipe: Any) -> Any:
+    """The pipeline's scheduler replaced by another family's, built from the same config."""
+    import diffusers
+
+    current = type(pipe.scheduler).__name__
+    replacement = getattr(diffusers, _WRONG_SCHEDULER.get(current, "EulerDiscreteScheduler"))
+    pipe.scheduler = replacement.from_config(pipe.scheduler.config)
+    return pipe
+
+
 def _text_conditioned(model: ModelSpec) -> str | None:
     return "needs text conditioning (a class-conditional model has none)" if model.task == "class-conditional" else None
+
+
+def _guided(model: ModelSpec) -> str | None:
+    return None if (model.guidance_scale or 0) > 1 else f"needs guidance (the model runs at guidance_scale {model.guidance_scale})"
+
+
+def _image_to_image(model: ModelSpec) -> str | None:
+    return None if model.task == "image-to-image" else f"needs an image-to-image model with a strength (task {model.task})"
 
 
 DAMAGES: Registry[BackendSpec] = Registry("damage")
@@ -158,5 +200,14 @@ for _spec in (
                 {"shift": 0.03}, lossy=True),
     BackendSpec("damage-text", text_noise, "10% Gaussian noise on the text embeddings", {"sigma": 0.1, "seed": 0},
                 lossy=True, serves=_text_conditioned),
+    BackendSpec("damage-no-text", calling_with, "called with an empty prompt", {"prompt": ""}, lossy=True,
+                serves=_text_conditioned),
+    BackendSpec("damage-no-guidance", calling_with, "called with guidance_scale 1 (guidance off)",
+                {"guidance_scale": 1.0}, lossy=True, serves=_guided),
+    BackendSpec("damage-full-strength", calling_with, "called with strength 1 (the input image ignored)",
+                {"strength": 1.0}, lossy=True, serves=_image_to_image),
+    # no option: the class swap is the damage, named in the description
+    BackendSpec("damage-scheduler", wrong_scheduler, "Euler for the model's scheduler (DDIM for Euler, Heun for "
+                "flow-matching Euler), same config", lossy=True),
 ):
     DAMAGES.register(_spec.name, _spec)

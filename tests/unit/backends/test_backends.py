@@ -48,10 +48,13 @@ _PRISTINE: dict[str, object] = {}
 
 
 def fresh(model_id: str):
-    """A freshly loaded pipeline (loaded once per session, then deep-copied: no shared state)."""
+    """A freshly loaded pipeline (loaded once per session, then deep-copied: no shared state),
+    prepared for SIZE before any backend touches it, as the session does (DiT: its transformer
+    is rebuilt at that sample size)."""
     if model_id not in _PRISTINE:
         _PRISTINE[model_id] = load_pipeline(get_model(model_id), device="cpu")
     pipe = copy.deepcopy(_PRISTINE[model_id])
+    prepare_resolution(pipe, get_model(model_id), SIZE, SIZE)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -67,7 +70,6 @@ def generate(pipe, model_id: str, spec=None, **overrides) -> np.ndarray:
     """One image, uint8 HxWx3, through the backend's call context like the runner does."""
     model = get_model(model_id)
     kwargs = {"num_inference_steps": STEPS, "generator": torch.Generator("cpu").manual_seed(0), "output_type": "np"}
-    prepare_resolution(pipe, model, SIZE, SIZE)  # DiT: sample size on the transformer
     if model.task == "class-conditional":
         kwargs["class_labels"] = [1]
     else:

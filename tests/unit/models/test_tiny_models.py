@@ -53,6 +53,18 @@ def test_denoiser_noise_and_skipped_steps_are_visible_but_channels_last_is_not(m
     assert worst(harmless, clean) > 0.9999
 
 
+def test_img2img_runs_below_full_strength_so_a_backend_that_forces_it_is_visible(cache):
+    """At strength 1 the input image barely matters; the catalog's 0.6 makes it shape the result,
+    and the shipped damage that forces strength 1 fails the default SSIM tolerance by far."""
+    from accelgate.backends.damage import DAMAGES
+
+    assert get_model("tiny-sd-img2img").call_kwargs["strength"] < 1.0
+    damage = DAMAGES["damage-full-strength"]
+    clean = _images("tiny-sd-img2img", cache)
+    forced = _images("tiny-sd-img2img", cache, lambda p: damage.apply(p, **dict(damage.options)))
+    assert max(ssim(a, b) for a, b in zip(forced, clean)) < 0.9
+
+
 def test_model_hash_is_stable_and_sees_a_changed_weight(cache):
     spec = get_model("tiny-dit")
     pipe = load_pipeline(spec, "cpu", cache_dir=cache)
