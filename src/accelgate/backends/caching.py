@@ -311,6 +311,7 @@ register(
         serves=_unet_only("DeepCache caches the UNet's up/down block features"),
         call_context=deepcache_context,
         lossy=True,
+        skips_work=True,
     )
 )
 register(
@@ -336,6 +337,7 @@ register(
         ),
         call_context=hook_context,
         lossy=True,
+        skips_work=True,
     )
 )
 register(
@@ -351,6 +353,7 @@ register(
         }),
         call_context=hook_context,
         lossy=True,
+        skips_work=True,
     )
 )
 register(
@@ -367,5 +370,6 @@ register(
         }),
         call_context=hook_context,
         lossy=True,
+        skips_work=True,
     )
 )

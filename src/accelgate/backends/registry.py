@@ -49,6 +49,8 @@ class BackendSpec:
       n/a reason shown in the report ("needs a UNet").
     - `call_context(pipe)`: entered around every pipeline call (cache hooks reset state here).
     - `needs_cuda`, `packages`: what must be present, else the case is skipped with a reason.
+    - `skips_work`: a cache that skips denoiser work between steps; a run in which it skipped
+      none is a silent no-op and fails (`accelgate.skipped_work`).
     """
 
     name: str
@@ -60,6 +62,7 @@ class BackendSpec:
     serves: Callable[[ModelSpec], str | None] = field(default=_serves_all, compare=False)
     call_context: Callable[[Any], ContextManager[Any]] = field(default=_no_context, compare=False)
     lossy: bool = False  # documentation: a lossy backend needs an explicit, reasoned tolerance
+    skips_work: bool = False  # a cache: the quality gate fails it when it skipped no denoiser work
     user: bool = False  # declared in a config file through `factory`
     factory: str = ""  # a user backend's "module:function", named in its error messages
 

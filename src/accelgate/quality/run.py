@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from accelgate.backends.torch_backends import denoiser_of
 from accelgate.config.schema import format_resolution
 from accelgate.generate import Generation, generate, generation_settings, prompt_items
 from accelgate.matrix import Case
@@ -23,6 +24,7 @@ from accelgate.quality.baselines import BaselineError, BaselineStore, build_mani
 from accelgate.quality.lifecycle import change_line, find_orphans, regen_change
 from accelgate.selftest import damage_verdict, is_damage
 from accelgate.session import Session, verdict_for_exception
+from accelgate.skipped_work import SkippedWork, WorkCounter, no_op_reason, skipped_work_check
 from accelgate.verdict import Check, ImageRecord, Verdict, judge, problem
 
 
@@ -136,8 +138,12 @@ class QualityRun:
             return problem(case, "failed", f"baseline images are {wrong[0][1]}x{wrong[0][0]} but the case is "
                            f"{resolution}: the baseline is of the wrong size. Regenerate it with:\n    "
                            f"{self.regen_command(case.id)}")
-        generation = generate(case.backend.apply_to(pipe), case, items, progress=self.progress)
-        return self._compare(case, generation, baseline)
+        pipe = case.backend.apply_to(pipe)
+        if not case.backend.skips_work:
+            return self._compare(case, generate(pipe, case, items, progress=self.progress), baseline)
+        with WorkCounter(denoiser_of(pipe)[1]) as counter:
+            generation = generate(pipe, case, items, progress=self.progress)
+        return self._compare(case, generation, baseline, counter.result())
 
     def _write_baseline(self, case, pipe, items, settings, model_hash) -> Verdict:
         resolution = format_resolution(case.resolution)
@@ -161,7 +167,7 @@ class QualityRun:
                        timing={"generate_s": generation.seconds})
 
     # -- comparison and artifacts ---------------------------------------------------------
-    def _compare(self, case: Case, generation: Generation, baseline) -> Verdict:
+    def _compare(self, case: Case, generation: Generation, baseline, work: SkippedWork | None = None) -> Verdict:
         records, per_metric = [], {name: [] for name in PER_IMAGE}
         for index, (image, reference) in enumerate(zip(generation.images, baseline.images)):
             values = compare_images(image, reference)
@@ -176,6 +182,12 @@ class QualityRun:
             checks.append(Check(name, worst, tolerance.threshold, metric.higher_is_better, tolerance.reason,
                                 note=f"worst of {len(values)} image(s)" if len(values) > 1 else ""))
         verdict = judge(case, checks, records, {"generate_s": generation.seconds})
+        if work is not None:  # a cache: did it skip anything at all?
+            verdict.checks.append(check := skipped_work_check(work))
+            if not check.passed:
+                no_op = no_op_reason(case.backend.name, work)
+                verdict.reason = f"{verdict.reason}; {no_op}" if verdict.reason else no_op
+                verdict.outcome = "failed"
         if self.report_dir is not None or not verdict.passed:
             try:
                 self._write_artifacts(case, verdict, generation, baseline)
