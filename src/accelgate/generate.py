@@ -7,6 +7,7 @@ output guard looks at them (a PIL conversion would silently turn them into black
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ class Generation:
     seeds: list[int]
     seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
+    # sha256 of each float32 image before 8-bit rounding: equal only when the numerics are
+    float_sha256: list[str] = field(default_factory=list)
 
 
 def model_prompt_set(model) -> PromptSet:
@@ -185,4 +188,5 @@ def generate(pipe, case, items: list[PromptItem] | None = None, extra_callback=N
     if images[0].shape != expected:
         raise ValueError(f"{case.id}: the pipeline made {images[0].shape[1]}x{images[0].shape[0]} images, "
                          f"expected {case.width}x{case.height}: the model cannot make this resolution")
-    return Generation(images, list(items), seeds, seconds)
+    fingerprints = [hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest() for image in stacked]
+    return Generation(images, list(items), seeds, seconds, float_sha256=fingerprints)

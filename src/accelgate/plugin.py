@@ -91,6 +91,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--accelgate-selftest", action="store_true", default=False,
                     help="the sensitivity self-test: run the shipped damages instead of the matrix's backends "
                          "against its models, baselines and tolerances; a damage the gate does not catch fails")
+    group.addoption("--accelgate-strict-apply", action="store_true", default=False,
+                    help="fail, instead of warn, when a backend that declares it changes the numerics makes float "
+                         "images equal to the reference's bit for bit (it did not apply)")
 
 
 def _names(text: str | None, allowed: list[str], flag: str) -> list[str] | None:

@@ -134,6 +134,7 @@ class Verdict:
     timing: dict[str, float] = field(default_factory=dict)
     reference: bool = False
     kind: str = "pairwise"
+    findings: list[str] = field(default_factory=list)  # what needs a look though the case passed ("did it apply?")
     # not in results.json: the live exception of an "error" case (so the pytest side can re-raise
     # it with the backend's own traceback), and where the image paths are relative to
     error: BaseException | None = field(default=None, repr=False, compare=False)
@@ -152,7 +153,7 @@ class Verdict:
         title = f"{self.case_id}: {self.outcome.upper()}"
         if self.reason:
             title += f" - {self.reason}"
-        lines = [title] + [check.line() for check in self.checks]
+        lines = [title] + [check.line() for check in self.checks] + [f"  finding: {f}" for f in self.findings]
         worst = self.worst_image()
         if worst is not None:
             count = sum(1 for i in self.images if i.diff)
@@ -196,6 +197,7 @@ class Verdict:
             "images": [i.as_json() for i in self.images],
             "worst_image": self.images.index(worst) if (worst := self.worst_image()) is not None else None,
             "timing": {k: round(v, 4) for k, v in self.timing.items()},
+            "findings": list(self.findings),
         }
 
 

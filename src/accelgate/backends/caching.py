@@ -311,6 +311,7 @@ register(
         serves=_unet_only("DeepCache caches the UNet's up/down block features"),
         call_context=deepcache_context,
         lossy=True,
+        changes_numerics=True,
         skips_work=True,
     )
 )
@@ -323,6 +324,7 @@ register(
         packages=(Requirement("tomesd", "pip install tomesd"),),
         serves=_unet_only("tomesd patches the SD UNet's transformer blocks"),
         lossy=True,
+        changes_numerics=True,
     )
 )
 register(
@@ -337,6 +339,7 @@ register(
         ),
         call_context=hook_context,
         lossy=True,
+        changes_numerics=True,
         skips_work=True,
     )
 )
@@ -353,6 +356,7 @@ register(
         }),
         call_context=hook_context,
         lossy=True,
+        changes_numerics=True,
         skips_work=True,
     )
 )
@@ -370,6 +374,7 @@ register(
         }),
         call_context=hook_context,
         lossy=True,
+        changes_numerics=True,
         skips_work=True,
     )
 )

@@ -111,6 +111,7 @@ register(
         options=frozen_mapping({"ignores": ()}),
         needs_cuda=True,
         packages=(ONEDIFFX, ONEFLOW),
+        changes_numerics=True,
     )
 )
 register(
@@ -121,5 +122,6 @@ register(
         options=frozen_mapping({"options": NEXFORT_DEFAULT_OPTIONS, "quantize": None}),
         needs_cuda=True,
         packages=(ONEDIFFX, NEXFORT),
+        changes_numerics=True,
     )
 )

@@ -59,6 +59,7 @@ register(
         description="denoiser weights stored in float8_e4m3fn, computed in the pipeline dtype",
         options=frozen_mapping({"storage_dtype": "float8_e4m3fn"}),
         lossy=True,
+        changes_numerics=True,
     )
 )
 register(
@@ -69,5 +70,6 @@ register(
         options=frozen_mapping({"group_size": None}),
         packages=(Requirement("torchao", "pip install torchao"),),
         lossy=True,
+        changes_numerics=True,
     )
 )

@@ -51,6 +51,8 @@ class BackendSpec:
     - `needs_cuda`, `packages`: what must be present, else the case is skipped with a reason.
     - `skips_work`: a cache that skips denoiser work between steps; a run in which it skipped
       none is a silent no-op and fails (`accelgate.skipped_work`).
+    - `changes_numerics`: compile, reduced precision, quantization, caches: a float output that
+      equals the reference's bit for bit means it did not apply (a silent fallback).
     """
 
     name: str
@@ -63,6 +65,7 @@ class BackendSpec:
     call_context: Callable[[Any], ContextManager[Any]] = field(default=_no_context, compare=False)
     lossy: bool = False  # documentation: a lossy backend needs an explicit, reasoned tolerance
     skips_work: bool = False  # a cache: the quality gate fails it when it skipped no denoiser work
+    changes_numerics: bool = False  # float output bitwise equal to the reference's is a "did it apply?" finding
     user: bool = False  # declared in a config file through `factory`
     factory: str = ""  # a user backend's "module:function", named in its error messages
 

@@ -170,6 +170,7 @@ register(
         apply=apply_torch_compile,
         description="torch.compile on the denoiser (inductor, one graph per shape)",
         options=frozen_mapping({"mode": "default", "dynamic": False, "fullgraph": False, "backend": "inductor"}),
+        changes_numerics=True,
     )
 )
 register(
@@ -193,5 +194,6 @@ register(
         apply=apply_bf16,
         description="whole pipeline in bfloat16 (CPU) / float16 (CUDA), no VAE upcast",
         lossy=True,
+        changes_numerics=True,
     )
 )

@@ -32,7 +32,7 @@ TOP_KEYS = {
     "speed": dict, "case_timeout": (int, float),
 }
 BACKEND_KEYS = {"factory": str, "options": dict, "models": list, "description": str, "min_speedup": (int, float),
-                "recompile_budget": int, "skips_work": bool}
+                "recompile_budget": int, "skips_work": bool, "changes_numerics": bool}
 
 
 @dataclass(frozen=True)
@@ -162,8 +162,9 @@ def _backend_from_table(name: str, table: Mapping[str, Any], place: str) -> Back
             'or declare a user backend with factory = "module:function"'
         )
     check_options(name, spec.apply, options, place)
-    if "skips_work" in table:  # a cache of the user's own, or a built-in one configured not to skip
-        spec = replace(spec, skips_work=table["skips_work"])
+    for flag in ("skips_work", "changes_numerics"):  # what a user's own backend declares (see BackendSpec)
+        if flag in table:
+            spec = replace(spec, **{flag: table[flag]})
     models = tuple(table["models"]) if "models" in table else None
     return BackendChoice(spec, models, table.get("min_speedup"), table.get("recompile_budget"))
 

@@ -44,7 +44,8 @@ FORMAT = 1
 MANIFEST_FIELDS = {"format": (int, True), "images": (list, True), "settings": (dict, True), "model_hash": (str, True),
                    "model": (str, False), "reference_backend": (str, False), "resolution": (list, False),
                    "versions": (dict, False), "device_class": (str, False), "created": (str, False)}
-IMAGE_FIELDS = {"file": (str, True), "sha256": (str, True), "prompt": (str, False), "seed": (int, False)}
+IMAGE_FIELDS = {"file": (str, True), "sha256": (str, True), "prompt": (str, False), "seed": (int, False),
+                "float_sha256": (str, False)}  # the float32 image before rounding: the "did it apply?" check
 
 
 class BaselineError(CaseFailed):

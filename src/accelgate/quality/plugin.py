@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,11 @@ from accelgate.verdict import count_outcomes, problem, shown_path
 QUALITY = pytest.StashKey[QualityRun]()
 
 
+class ApplyFinding(UserWarning):
+    """A quality case passed but needs a look: a backend that declares it changes the numerics
+    made the reference's float images bit for bit (--accelgate-strict-apply makes it a failure)."""
+
+
 @pytest.hookimpl(trylast=True)  # after accelgate.plugin has built the session
 def pytest_configure(config: pytest.Config) -> None:
     state = config.stash.get(STATE, None)
@@ -31,7 +37,7 @@ def pytest_configure(config: pytest.Config) -> None:
     option = config.option
     baseline_dir = Path(option.baseline_dir).resolve() if option.baseline_dir else None
     run = QualityRun(state.session, baseline_dir, state.report_dir, option.regen_baselines, state.command_options(),
-                     selftest=option.accelgate_selftest)
+                     selftest=option.accelgate_selftest, strict_apply=option.accelgate_strict_apply)
     config.stash[QUALITY] = run
     state.add_part("quality", lambda: run.report_part() if run.results else None, record=run.record_missing)
     state.session.progress = terminal_progress(config)
@@ -65,6 +71,9 @@ class QualityFixture:
         if verdict.outcome == "skipped":
             pytest.skip(verdict.reason)
         raise_case_error(verdict)
+        if verdict.passed:
+            for finding in verdict.findings:
+                warnings.warn(ApplyFinding(f"{case.id}: {finding}"), stacklevel=2)
         return verdict
 
 
@@ -163,6 +172,9 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
             write(f"REFERENCE DRIFT {case['id']}: {case['reason'].splitlines()[0]}", red=True)
     for line in selftest_lines(part["cases"]) if config.option.accelgate_selftest else ():
         write(line, red="MISSED" in line, green="MISSED" not in line)
+    for case in part["cases"]:
+        for finding in case.get("findings", []) if case["outcome"] == "passed" else ():
+            write(f"FINDING {case['id']}: {finding}", yellow=True)
     for model, why in sorted(part.get("stale_models", {}).items()):
         write(f"STALE {model}: {why}", red=True)
     for path in part.get("written_baselines", []):

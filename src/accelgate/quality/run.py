@@ -32,13 +32,15 @@ class QualityRun:
     """The per-image gate's state for one run: baseline store, results, artifacts."""
 
     def __init__(self, session: Session, baseline_dir: Path | None = None, report_dir: Path | None = None,
-                 regen: str | bool | None = None, command_options: tuple[str, ...] | None = None, selftest: bool = False):
+                 regen: str | bool | None = None, command_options: tuple[str, ...] | None = None, selftest: bool = False,
+                 strict_apply: bool = False):
         self.session = session
         self.config = session.config
         self.baseline_dir = Path(baseline_dir) if baseline_dir else self.config.baseline_dir
         self.report_dir = Path(report_dir) if report_dir else None
         self.regen = "all" if regen is True else (regen or None)  # None, "all" or "missing"
         self.selftest = selftest  # damage cases are judged the other way round (accelgate.selftest)
+        self.strict_apply = strict_apply  # a "did it apply?" finding fails the case (--accelgate-strict-apply)
         self.command_options = command_options if command_options is not None else self._own_options()
         self.results: list[Verdict] = []
         self.stale_models: dict[str, str] = {}
@@ -84,7 +86,7 @@ class QualityRun:
 
     def _evaluate_isolated(self, case: Case) -> Verdict:
         kwargs = {"baseline_dir": str(self.baseline_dir), "report_dir": str(self.report_dir) if self.report_dir else None,
-                  "regen": self.regen, "command_options": self.command_options}
+                  "regen": self.regen, "command_options": self.command_options, "strict_apply": self.strict_apply}
         try:
             verdict, stale, written, hashes, changes = self.session.run_isolated(
                 case, "accelgate.quality.run:isolated_case", **kwargs)
@@ -157,7 +159,8 @@ class QualityRun:
                 self.regen_changes.append({"id": case.id, "change": "current", "images": len(previous.images)})
                 return problem(case, "passed", f"baseline current, kept (--regen-baselines=missing): {previous.directory}")
         generation = generate(pipe, case, items, progress=self.progress)
-        records = [{"prompt": i.label(), "seed": s} for i, s in zip(generation.items, generation.seeds)]
+        records = [{"prompt": i.label(), "seed": s, "float_sha256": f}
+                   for i, s, f in zip(generation.items, generation.seeds, generation.float_sha256)]
         manifest = build_manifest(case, settings, model_hash, records, self.store.device_class)
         path = self.store.write(case.model.id, resolution, manifest, generation.images)
         self.written_baselines.append(path)
@@ -182,6 +185,7 @@ class QualityRun:
             checks.append(Check(name, worst, tolerance.threshold, metric.higher_is_better, tolerance.reason,
                                 note=f"worst of {len(values)} image(s)" if len(values) > 1 else ""))
         verdict = judge(case, checks, records, {"generate_s": generation.seconds})
+        self._did_it_apply(case, generation, baseline, verdict)
         if work is not None:  # a cache: did it skip anything at all?
             verdict.checks.append(check := skipped_work_check(work))
             if not check.passed:
@@ -195,6 +199,25 @@ class QualityRun:
                 note = f"candidate/baseline/diff images not written ({error.strerror or error}: {error.filename})"
                 verdict.reason = f"{verdict.reason}; {note}" if verdict.reason else note
         return verdict
+
+    def _did_it_apply(self, case: Case, generation: Generation, baseline, verdict: Verdict) -> None:
+        """A backend that declares it changes the numerics but whose float images equal the
+        reference's bit for bit (the baseline's fingerprints, made on this device class) did not
+        apply: a silent fallback. A finding (a warning), a failure under --accelgate-strict-apply.
+        Silent when the baseline has no fingerprints (made before they were stored) or when the
+        reference's floats differ on this machine: only equality is evidence."""
+        stored = [entry.get("float_sha256") for entry in baseline.manifest.get("images", [])]
+        if (case.reference or not case.backend.changes_numerics or not all(stored)
+                or stored != generation.float_sha256):
+            return
+        finding = (f"did it apply? {case.backend.name} declares it changes the numerics, but its float images "
+                   f"(before 8-bit rounding) equal the reference's bit for bit ({len(stored)} of {len(stored)}): it "
+                   "probably fell back to the reference path (a compile that failed over to eager, a cast or "
+                   "quantization that skipped every layer, a cache that never fired)")
+        verdict.findings.append(finding)
+        if self.strict_apply:
+            verdict.outcome = "failed"
+            verdict.reason = f"{verdict.reason}; {finding}" if verdict.reason else finding
 
     def artifacts_root(self) -> Path:
         if self.report_dir is not None:
@@ -249,10 +272,11 @@ class QualityRun:
 
 
 def isolated_case(session: Session, case: Case, *, baseline_dir: str, report_dir: str | None, regen: str | None,
-                  command_options: tuple[str, ...]) -> tuple:
+                  command_options: tuple[str, ...], strict_apply: bool = False) -> tuple:
     """`--accelgate-isolate`'s runner (in the child process): the case's verdict, and what the
     parent's report needs from this run (stale models, written baselines, model hashes)."""
-    run = QualityRun(session, Path(baseline_dir), Path(report_dir) if report_dir else None, regen, command_options)
+    run = QualityRun(session, Path(baseline_dir), Path(report_dir) if report_dir else None, regen, command_options,
+                     strict_apply=strict_apply)
     verdict = run.evaluate(case)
     return (verdict, run.stale_models, [str(p) for p in run.written_baselines], dict(session.model_hashes),
             run.regen_changes)
