@@ -112,6 +112,7 @@ register(
         needs_cuda=True,
         packages=(ONEDIFFX, ONEFLOW),
         changes_numerics=True,
+        compiles=True,
     )
 )
 register(
@@ -123,5 +124,6 @@ register(
         needs_cuda=True,
         packages=(ONEDIFFX, NEXFORT),
         changes_numerics=True,
+        compiles=True,
     )
 )

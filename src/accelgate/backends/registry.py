@@ -66,6 +66,7 @@ class BackendSpec:
     lossy: bool = False  # documentation: a lossy backend needs an explicit, reasoned tolerance
     skips_work: bool = False  # a cache: the quality gate fails it when it skipped no denoiser work
     changes_numerics: bool = False  # float output bitwise equal to the reference's is a "did it apply?" finding
+    compiles: bool = False  # a compiler: shape switches belong to the speed gate (accelgate.state_check)
     user: bool = False  # declared in a config file through `factory`
     factory: str = ""  # a user backend's "module:function", named in its error messages
 

@@ -171,6 +171,7 @@ register(
         description="torch.compile on the denoiser (inductor, one graph per shape)",
         options=frozen_mapping({"mode": "default", "dynamic": False, "fullgraph": False, "backend": "inductor"}),
         changes_numerics=True,
+        compiles=True,
     )
 )
 register(

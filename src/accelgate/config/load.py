@@ -32,7 +32,8 @@ TOP_KEYS = {
     "speed": dict, "case_timeout": (int, float),
 }
 BACKEND_KEYS = {"factory": str, "options": dict, "models": list, "description": str, "min_speedup": (int, float),
-                "recompile_budget": int, "skips_work": bool, "changes_numerics": bool}
+                "recompile_budget": int, "skips_work": bool, "changes_numerics": bool,
+                "compiles": bool}
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,7 @@ def _backend_from_table(name: str, table: Mapping[str, Any], place: str) -> Back
             'or declare a user backend with factory = "module:function"'
         )
     check_options(name, spec.apply, options, place)
-    for flag in ("skips_work", "changes_numerics"):  # what a user's own backend declares (see BackendSpec)
+    for flag in ("skips_work", "changes_numerics", "compiles"):  # what a user's own backend declares (see BackendSpec)
         if flag in table:
             spec = replace(spec, **{flag: table[flag]})
     models = tuple(table["models"]) if "models" in table else None

@@ -24,7 +24,8 @@ from accelgate.quality.baselines import BaselineError, BaselineStore, build_mani
 from accelgate.quality.lifecycle import change_line, find_orphans, regen_change
 from accelgate.selftest import damage_verdict, is_damage
 from accelgate.session import Session, verdict_for_exception
-from accelgate.skipped_work import SkippedWork, WorkCounter, no_op_reason, skipped_work_check
+from accelgate.skipped_work import WorkCounter, no_op_reason, skipped_work_check
+from accelgate.state_check import leak_reason, state_leak_check, wants_state_check
 from accelgate.verdict import Check, ImageRecord, Verdict, judge, problem
 
 
@@ -141,11 +142,18 @@ class QualityRun:
                            f"{resolution}: the baseline is of the wrong size. Regenerate it with:\n    "
                            f"{self.regen_command(case.id)}")
         pipe = case.backend.apply_to(pipe)
-        if not case.backend.skips_work:
-            return self._compare(case, generate(pipe, case, items, progress=self.progress), baseline)
-        with WorkCounter(denoiser_of(pipe)[1]) as counter:
+        extra = []  # (check, the reason when it fails) beyond the images' metrics
+        if case.backend.skips_work:
+            with WorkCounter(denoiser_of(pipe)[1]) as counter:
+                generation = generate(pipe, case, items, progress=self.progress)
+            work = counter.result()
+            extra.append((skipped_work_check(work), no_op_reason(case.backend.name, work)))
+        else:
             generation = generate(pipe, case, items, progress=self.progress)
-        return self._compare(case, generation, baseline, counter.result())
+        if wants_state_check(case) and not (self.selftest and is_damage(case.backend.name)):
+            leak = state_leak_check(pipe, case, generation.images[0])
+            extra.append((leak, leak_reason(case.backend.name, leak, case)))
+        return self._compare(case, generation, baseline, extra)
 
     def _write_baseline(self, case, pipe, items, settings, model_hash) -> Verdict:
         resolution = format_resolution(case.resolution)
@@ -170,7 +178,7 @@ class QualityRun:
                        timing={"generate_s": generation.seconds})
 
     # -- comparison and artifacts ---------------------------------------------------------
-    def _compare(self, case: Case, generation: Generation, baseline, work: SkippedWork | None = None) -> Verdict:
+    def _compare(self, case: Case, generation: Generation, baseline, extra: list[tuple[Check, str]] = ()) -> Verdict:
         records, per_metric = [], {name: [] for name in PER_IMAGE}
         for index, (image, reference) in enumerate(zip(generation.images, baseline.images)):
             values = compare_images(image, reference)
@@ -186,11 +194,10 @@ class QualityRun:
                                 note=f"worst of {len(values)} image(s)" if len(values) > 1 else ""))
         verdict = judge(case, checks, records, {"generate_s": generation.seconds})
         self._did_it_apply(case, generation, baseline, verdict)
-        if work is not None:  # a cache: did it skip anything at all?
-            verdict.checks.append(check := skipped_work_check(work))
+        for check, why in extra:  # what the call itself showed: a cache that never fired, leaked state
+            verdict.checks.append(check)
             if not check.passed:
-                no_op = no_op_reason(case.backend.name, work)
-                verdict.reason = f"{verdict.reason}; {no_op}" if verdict.reason else no_op
+                verdict.reason = f"{verdict.reason}; {why}" if verdict.reason else why
                 verdict.outcome = "failed"
         if self.report_dir is not None or not verdict.passed:
             try:

@@ -81,7 +81,9 @@ def test_a_raising_helper_shows_under_tb_long_and_a_failure_reads_as_a_report(py
     lines = result.stdout.lines
     message = _error_block(lines, "AssertionError: tiny-dit/noise/32x32: FAILED")
     table = [line for line in message if line.split()[1:2] in (["ok"], ["FAIL"])]
-    assert len(table) == 4  # ssim, psnr, max_abs, color_shift: value, threshold, direction each
+    # ssim, psnr, max_abs, color_shift, and state_leak (the noise's generator runs on from call to
+    # call): value, threshold, direction each
+    assert len(table) == 5
     rest = [line for line in message if line not in table]
     assert len(rest) <= 7, "\n".join(rest)  # title, worst image and its 3 paths, assert False, where ... repr
     where = next(line for line in rest if "where False = " in line)
