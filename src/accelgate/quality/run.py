@@ -141,8 +141,14 @@ class QualityRun:
             return problem(case, "failed", f"baseline images are {wrong[0][1]}x{wrong[0][0]} but the case is "
                            f"{resolution}: the baseline is of the wrong size. Regenerate it with:\n    "
                            f"{self.regen_command(case.id)}")
-        pipe = case.backend.apply_to(pipe)
-        extra = []  # (check, the reason when it fails) beyond the images' metrics
+        generation, extra = self._generate_checked(case, case.backend.apply_to(pipe), items)
+        return self._compare(case, generation, baseline, extra)
+
+    def _generate_checked(self, case: Case, pipe, items) -> tuple[Generation, list[tuple[Check, str]]]:
+        """The case's images, and the checks of what its calls showed beyond the images, each with
+        the reason it gives when it fails: a cache that skipped no work (accelgate.skipped_work),
+        state carried from one call into the next (accelgate.state_check)."""
+        extra = []
         if case.backend.skips_work:
             with WorkCounter(denoiser_of(pipe)[1]) as counter:
                 generation = generate(pipe, case, items, progress=self.progress)
@@ -153,7 +159,7 @@ class QualityRun:
         if wants_state_check(case) and not (self.selftest and is_damage(case.backend.name)):
             leak = state_leak_check(pipe, case, generation.images[0])
             extra.append((leak, leak_reason(case.backend.name, leak, case)))
-        return self._compare(case, generation, baseline, extra)
+        return generation, extra
 
     def _write_baseline(self, case, pipe, items, settings, model_hash) -> Verdict:
         resolution = format_resolution(case.resolution)
