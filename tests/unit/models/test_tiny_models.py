@@ -9,6 +9,7 @@ from accelgate.matrix import Case
 from accelgate.backends.registry import get_backend
 from accelgate.generate import generate
 from accelgate.metrics.pairwise import ssim
+from accelgate.config.quality import DEFAULT_TOLERANCES
 from accelgate.models.loading import check_available, load_pipeline, model_hash, prepare_resolution
 from accelgate.models.registry import MODELS, build, get_model
 from fixtures import example_backends
@@ -48,7 +49,9 @@ def test_denoiser_noise_and_skipped_steps_are_visible_but_channels_last_is_not(m
     skipped = _images(model_id, cache, example_backends.skip_steps)
     harmless = _images(model_id, cache, lambda p: get_backend("channels-last").apply(p))
     worst = lambda a, b: min(ssim(x, y) for x, y in zip(a, b))  # noqa: E731
-    assert worst(noisy, clean) < 0.985
+    # visible = below the gate's default SSIM tolerance (0.995); img2img at strength 0.6 keeps
+    # most of its input image and lands at 0.991, the others below 0.985
+    assert worst(noisy, clean) < DEFAULT_TOLERANCES["ssim"]
     assert worst(skipped, clean) < 0.95
     assert worst(harmless, clean) > 0.9999
 
