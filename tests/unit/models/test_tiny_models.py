@@ -42,18 +42,30 @@ def test_build_save_reload_and_same_seed_are_bitwise_equal(model_id, cache):
     assert all(image.std() > 10 for image in first), "images must not be flat"
 
 
+def _worst(a, b):
+    return min(ssim(x, y) for x, y in zip(a, b))
+
+
 @pytest.mark.parametrize("model_id", TINY)
-def test_denoiser_noise_and_skipped_steps_are_visible_but_channels_last_is_not(model_id, cache):
+def test_denoiser_noise_is_visible_but_channels_last_is_not(model_id, cache):
     clean = _images(model_id, cache)
     noisy = _images(model_id, cache, lambda p: example_backends.denoiser_noise(p, sigma=0.1))
-    skipped = _images(model_id, cache, example_backends.skip_steps)
     harmless = _images(model_id, cache, lambda p: get_backend("channels-last").apply(p))
-    worst = lambda a, b: min(ssim(x, y) for x, y in zip(a, b))  # noqa: E731
     # visible = below the gate's default SSIM tolerance (0.995); img2img at strength 0.6 keeps
     # most of its input image and lands at 0.991, the others below 0.985
-    assert worst(noisy, clean) < DEFAULT_TOLERANCES["ssim"]
-    assert worst(skipped, clean) < 0.95
-    assert worst(harmless, clean) > 0.9999
+    assert _worst(noisy, clean) < DEFAULT_TOLERANCES["ssim"]
+    assert _worst(harmless, clean) > 0.9999
+
+
+BLIND_TO_SKIPPED_STEPS = pytest.mark.xfail(strict=True, reason=(
+    "random weights decide the image in the first step: at strength 0.6 (4 steps) skipping every 2nd "
+    "step moves it by SSIM 0.9999 (benchmarks/selftest.md); the trained test bed sees it (issue 8)"))
+
+
+@pytest.mark.parametrize("model_id", [pytest.param(m, marks=BLIND_TO_SKIPPED_STEPS) if m == "tiny-sd-img2img" else m
+                                      for m in TINY])
+def test_skipped_steps_are_visible(model_id, cache):
+    assert _worst(_images(model_id, cache, example_backends.skip_steps), _images(model_id, cache)) < 0.95
 
 
 def test_img2img_runs_below_full_strength_so_a_backend_that_forces_it_is_visible(cache):
