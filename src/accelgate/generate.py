@@ -34,6 +34,11 @@ class Generation:
     float_sha256: list[str] = field(default_factory=list)
 
 
+def image_sha256(image: np.ndarray) -> str:
+    """sha256 of an image array's bytes (uint8 for the stored PNGs, float32 for the fingerprints)."""
+    return hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
+
+
 def model_prompt_set(model) -> PromptSet:
     """The model's own prompts from its config table, else the embedded set it names."""
     if model.prompts:
@@ -188,5 +193,4 @@ def generate(pipe, case, items: list[PromptItem] | None = None, extra_callback=N
     if images[0].shape != expected:
         raise ValueError(f"{case.id}: the pipeline made {images[0].shape[1]}x{images[0].shape[0]} images, "
                          f"expected {case.width}x{case.height}: the model cannot make this resolution")
-    fingerprints = [hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest() for image in stacked]
-    return Generation(images, list(items), seeds, seconds, float_sha256=fingerprints)
+    return Generation(images, list(items), seeds, seconds, float_sha256=[image_sha256(image) for image in stacked])

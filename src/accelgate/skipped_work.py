@@ -31,9 +31,13 @@ class SkippedWork:
     busiest_call: int  # leaf calls of the busiest denoiser call: one call's full work
 
     @property
+    def full(self) -> int:
+        """The leaf calls had every denoiser call done all its work."""
+        return self.denoiser_calls * self.busiest_call
+
+    @property
     def fraction(self) -> float:
-        full = self.denoiser_calls * self.busiest_call
-        return 1.0 - self.leaf_calls / full if full else 0.0
+        return 1.0 - self.leaf_calls / self.full if self.full else 0.0
 
     def describe(self) -> str:
         return (f"{self.leaf_calls} of {self.denoiser_calls} x {self.busiest_call} module calls made over "
@@ -74,8 +78,7 @@ class WorkCounter:
 
 def skipped_work_check(work: SkippedWork) -> Check:
     """The check a cache backend must pass: at least one leaf-module call skipped."""
-    full = work.denoiser_calls * work.busiest_call
-    return Check("skipped_work", work.fraction, 1.0 / full if full else 1.0, True,
+    return Check("skipped_work", work.fraction, 1.0 / work.full if work.full else 1.0, True,
                  note=f"fraction of the denoiser's module calls skipped ({work.describe()})")
 
 

@@ -163,6 +163,15 @@ class Verdict:
                       for kind in ("candidate", "baseline", "diff")]
         return "\n".join(lines)
 
+    def add_reason(self, text: str) -> None:
+        """A further cause or note after the reason there is, `; `-separated."""
+        self.reason = f"{self.reason}; {text}" if self.reason else text
+
+    def fail(self, why: str) -> None:
+        """The case fails for `why` too (a check beyond the metrics, a strict finding)."""
+        self.outcome = "failed"
+        self.add_reason(why)
+
     def worst_image(self) -> ImageRecord | None:
         """The image with the worst value of the first failing check (of the first check when
         none failed), among those whose candidate/baseline/diff files were written."""

@@ -22,7 +22,6 @@ sha256 and match it; each problem is a `BaselineError` naming the file and the r
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from accelgate.errors import CaseFailed
+from accelgate.generate import image_sha256
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -50,10 +50,6 @@ IMAGE_FIELDS = {"file": (str, True), "sha256": (str, True), "prompt": (str, Fals
 
 class BaselineError(CaseFailed):
     """A baseline is missing, unreadable or stale; the message says how to regenerate it."""
-
-
-def image_sha256(image: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
 
 
 def encode_png(image: np.ndarray) -> bytes:

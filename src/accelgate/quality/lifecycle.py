@@ -28,7 +28,7 @@ MANIFEST = "manifest.json"
 def regen_change(case_id: str, previous: Any, images: list[np.ndarray]) -> dict[str, Any]:
     """What a regen did to one case, against the baseline it replaced (None: there was none)."""
     from accelgate.metrics.pairwise import compare_images
-    from accelgate.quality.baselines import image_sha256
+    from accelgate.generate import image_sha256
     from accelgate.verdict import json_number
 
     if previous is None:

@@ -203,14 +203,13 @@ class QualityRun:
         for check, why in extra:  # what the call itself showed: a cache that never fired, leaked state
             verdict.checks.append(check)
             if not check.passed:
-                verdict.reason = f"{verdict.reason}; {why}" if verdict.reason else why
-                verdict.outcome = "failed"
+                verdict.fail(why)
         if self.report_dir is not None or not verdict.passed:
             try:
                 self._write_artifacts(case, verdict, generation, baseline)
             except OSError as error:  # a full or unwritable disk must not turn this verdict into an error
                 note = f"candidate/baseline/diff images not written ({error.strerror or error}: {error.filename})"
-                verdict.reason = f"{verdict.reason}; {note}" if verdict.reason else note
+                verdict.add_reason(note)
         return verdict
 
     def _did_it_apply(self, case: Case, generation: Generation, baseline, verdict: Verdict) -> None:
@@ -229,8 +228,7 @@ class QualityRun:
                    "quantization that skipped every layer, a cache that never fired)")
         verdict.findings.append(finding)
         if self.strict_apply:
-            verdict.outcome = "failed"
-            verdict.reason = f"{verdict.reason}; {finding}" if verdict.reason else finding
+            verdict.fail(finding)
 
     def artifacts_root(self) -> Path:
         if self.report_dir is not None:
